@@ -1,0 +1,200 @@
+package store
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kiln-build/kiln/internal/archive"
+)
+
+// unpackJobs is how many layers are unpacked at once: enough to overlap
+// network, decompression and disk on two to four cores.
+const unpackJobs = 3
+
+// Unpack makes sure every layer of img is stored: its compressed blob in
+// blobs/ (tee'd from the one read) and its content in layers/<diffID>,
+// extracted with archive.Extract. Digest and diffID are verified while the
+// layer streams; a layer that does not match is not stored. Each layer is
+// unpacked once per store, however many builds ask at the same time (a lock
+// per diffID), and several layers are unpacked in parallel. It returns the
+// layer directories, bottom layer first.
+func (s *Store) Unpack(ctx context.Context, img v1.Image, opts archive.ExtractOptions) ([]string, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("unpacking image: listing layers: %w", err)
+	}
+	dirs := make([]string, len(layers))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(unpackJobs)
+	for i, l := range layers {
+		g.Go(func() error {
+			dir, err := s.unpackLayer(ctx, l, opts)
+			dirs[i] = dir
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return dirs, nil
+}
+
+// unpackLayer stores one layer, under its lock.
+func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, opts archive.ExtractOptions) (string, error) {
+	digest, err := l.Digest()
+	if err != nil {
+		return "", fmt.Errorf("unpacking layer: reading digest: %w", err)
+	}
+	diffID, err := l.DiffID()
+	if err != nil {
+		return "", fmt.Errorf("unpacking layer %s: reading diffID: %w", digest, err)
+	}
+	unlock, err := s.lockResource(ctx, layerLock(diffID))
+	if err != nil {
+		return "", fmt.Errorf("unpacking layer %s: %w", digest, err)
+	}
+	defer unlock()
+
+	dir, unpacked := s.LayerDir(diffID)
+	switch {
+	case unpacked && s.HasBlob(digest):
+		return dir, nil
+	case unpacked:
+		if err := s.fetchBlob(ctx, l, digest); err != nil {
+			return "", err
+		}
+		return dir, nil
+	}
+	if err := s.extractLayer(ctx, l, digest, diffID, opts); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// fetchBlob stores the compressed blob of l, verified against digest.
+func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, digest v1.Hash) error {
+	rc, err := l.Compressed()
+	if err != nil {
+		return fmt.Errorf("fetching layer %s: %w", digest, err)
+	}
+	defer rc.Close()
+	if _, _, err := s.WriteBlob(ctx, rc, digest); err != nil {
+		return fmt.Errorf("fetching layer %s: %w", digest, err)
+	}
+	return nil
+}
+
+// extractLayer reads the compressed layer once (from blobs/ when stored
+// there, else from l, tee'd into a new blob), decompresses it, extracts it
+// into a temporary directory while hashing both streams, and moves blob and
+// directory into place only when digest and diffID both match.
+func (s *Store) extractLayer(ctx context.Context, l v1.Layer, digest, diffID v1.Hash, opts archive.ExtractOptions) error {
+	src, bw, err := s.openCompressed(l, digest)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	if bw != nil {
+		defer bw.discard()
+	}
+	compressedHash := sha256.New()
+	var in io.Reader = io.TeeReader(contextReader{ctx, src}, compressedHash)
+	if bw != nil {
+		in = io.TeeReader(in, bw)
+	}
+
+	tmp, err := s.TempDir("layer-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp) // a no-op once renamed
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("unpacking layer %s: %w", digest, err)
+	}
+	gotDiffID, err := decompressAndExtract(ctx, in, tmp, opts)
+	if err != nil {
+		return fmt.Errorf("unpacking layer %s: %w", digest, err)
+	}
+	// Read what follows the compressed stream, so the digest covers it all.
+	if _, err := io.Copy(io.Discard, in); err != nil {
+		return fmt.Errorf("unpacking layer %s: reading: %w", digest, err)
+	}
+	if got := (v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(compressedHash.Sum(nil))}); got != digest {
+		return fmt.Errorf("unpacking layer %s: digest mismatch: content is %s", digest, got)
+	}
+	if gotDiffID != diffID {
+		return fmt.Errorf("unpacking layer %s: diffID mismatch: want %s, content is %s", digest, diffID, gotDiffID)
+	}
+	if bw != nil {
+		if _, err := bw.commit(digest); err != nil {
+			return fmt.Errorf("unpacking layer %s: %w", digest, err)
+		}
+	}
+	if _, err := s.addLayerDirLocked(tmp, diffID); err != nil {
+		return fmt.Errorf("unpacking layer %s: %w", digest, err)
+	}
+	return nil
+}
+
+// openCompressed opens the compressed layer: the stored blob when there is
+// one, else l's stream together with a blobWriter to tee it into.
+func (s *Store) openCompressed(l v1.Layer, digest v1.Hash) (io.ReadCloser, *blobWriter, error) {
+	if f, err := os.Open(s.BlobPath(digest)); err == nil {
+		return f, nil, nil
+	}
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetching layer %s: %w", digest, err)
+	}
+	bw, err := s.newBlobWriter()
+	if err != nil {
+		rc.Close()
+		return nil, nil, err
+	}
+	return rc, bw, nil
+}
+
+// decompressAndExtract detects the compression of r (gzip, zstd or none),
+// extracts the tar into dir and returns the digest of the uncompressed
+// stream (the diffID), read to its end.
+func decompressAndExtract(ctx context.Context, r io.Reader, dir string, opts archive.ExtractOptions) (v1.Hash, error) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	magic, _ := br.Peek(4)
+	var tarStream io.Reader = br
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return v1.Hash{}, fmt.Errorf("reading gzip: %w", err)
+		}
+		defer zr.Close()
+		tarStream = zr
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br)
+		if err != nil {
+			return v1.Hash{}, fmt.Errorf("reading zstd: %w", err)
+		}
+		defer zr.Close()
+		tarStream = zr
+	}
+	uncompressed := sha256.New()
+	tee := io.TeeReader(tarStream, uncompressed)
+	if err := archive.Extract(ctx, tee, dir, opts); err != nil {
+		return v1.Hash{}, err
+	}
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return v1.Hash{}, fmt.Errorf("reading the end of the layer: %w", err)
+	}
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(uncompressed.Sum(nil))}, nil
+}
