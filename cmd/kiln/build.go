@@ -1,0 +1,157 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/image"
+	"github.com/kiln-build/kiln/internal/sandbox"
+)
+
+// buildFlags are the flags of `kiln build`, named as docker build and buildah bud name them.
+type buildFlags struct {
+	file, target, platform, network, format, root, driver  string
+	digestFile, metadataFile, compression, sourceDateEpoch string
+	tags, buildArgs, labels, outputs, insecure             []string
+	pull, push, quiet, fsync                               bool
+}
+
+func newBuildCommand() *cobra.Command {
+	var f buildFlags
+	cmd := &cobra.Command{
+		Use:     "build [flags] CONTEXT",
+		Aliases: []string{"bud"},
+		Short:   "Build an image from a Dockerfile",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := f.request(args[0])
+			if err != nil {
+				return err
+			}
+			mapping, err := sandbox.ReexecInUserNamespace()
+			if err != nil {
+				return err
+			}
+			req.SquashOwners = mapping.Mode == sandbox.ModeSingle
+			req.Stdin = os.Stdin
+			if !f.quiet {
+				req.Progress = os.Stderr
+			}
+			start := time.Now()
+			res, err := build.Build(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if f.quiet {
+				fmt.Println(res.Digest)
+				return nil
+			}
+			fmt.Fprintf(os.Stderr, "built %s in %s\n", strings.Join(res.References, ", "), time.Since(start).Round(time.Millisecond))
+			fmt.Println(res.Digest)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.file, "file", "f", "", "Dockerfile to build (default CONTEXT/Dockerfile; - reads standard input)")
+	fl.StringArrayVarP(&f.tags, "tag", "t", nil, "name the image (repeatable)")
+	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "set a build argument KEY=VALUE (KEY alone takes it from the environment)")
+	fl.StringVar(&f.target, "target", "", "build this stage")
+	fl.StringArrayVar(&f.labels, "label", nil, "add a label KEY=VALUE to the image")
+	fl.StringVar(&f.platform, "platform", "", "target platform (only the host's is supported)")
+	fl.StringVar(&f.network, "network", "host", "network of RUN steps: host or none")
+	fl.BoolVar(&f.pull, "pull", false, "pull base images even when the local store has them")
+	fl.StringVar(&f.format, "format", "oci", "image format: oci or docker")
+	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "also write the image: type=oci,dest=DIR|FILE.tar or type=docker,dest=FILE.tar")
+	fl.BoolVar(&f.push, "push", false, "push every -t name to its registry")
+	fl.StringVar(&f.digestFile, "digest-file", "", "write the image digest to this file")
+	fl.StringVar(&f.metadataFile, "metadata-file", "", "write JSON metadata (digest, references, size, config digest) to this file")
+	fl.StringVar(&f.root, "root", "", "store directory (default ~/.local/share/kiln)")
+	fl.StringVar(&f.driver, "storage-driver", "", "snapshotter: overlay or copy (default: overlay where it works)")
+	fl.StringArrayVar(&f.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for this registry (repeatable)")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image digest")
+	fl.BoolVar(&f.fsync, "fsync", false, "let RUN steps really fsync (by default fsync is a no-op inside RUN: layers are committed atomically anyway)")
+	fl.StringVar(&f.compression, "compression", "gzip", "layer compression: gzip or zstd (zstd needs --format oci)")
+	fl.StringVar(&f.sourceDateEpoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "unix time for created times and clamped file mtimes (default $SOURCE_DATE_EPOCH)")
+	return cmd
+}
+
+func (f *buildFlags) request(contextDir string) (build.Request, error) {
+	req := build.Request{
+		ContextDir: contextDir, Dockerfile: f.file, Tags: f.tags, Target: f.target,
+		Platform: f.platform, Network: f.network, Pull: f.pull, Push: f.push,
+		DigestFile: f.digestFile, MetadataFile: f.metadataFile, StoreRoot: f.root,
+		StorageDriver: f.driver, Insecure: f.insecure, Fsync: f.fsync,
+	}
+	if req.StoreRoot == "" {
+		req.StoreRoot = build.DefaultStoreRoot()
+	}
+	var err error
+	if req.Format, err = image.ParseFormat(f.format); err != nil {
+		return req, err
+	}
+	switch image.Compression(f.compression) {
+	case image.Gzip, image.Zstd:
+		req.Compression = image.Compression(f.compression)
+	default:
+		return req, fmt.Errorf("--compression %s: use gzip or zstd", f.compression)
+	}
+	switch f.network {
+	case "host", "none":
+	default:
+		return req, fmt.Errorf("--network %s: use host or none", f.network)
+	}
+	if f.platform != "" && f.platform != "linux/"+hostArch() {
+		return req, fmt.Errorf("--platform %s: kiln builds only for the host platform linux/%s", f.platform, hostArch())
+	}
+	if req.BuildArgs, err = keyValues("--build-arg", f.buildArgs, true); err != nil {
+		return req, err
+	}
+	if req.Labels, err = keyValues("--label", f.labels, false); err != nil {
+		return req, err
+	}
+	for _, o := range f.outputs {
+		out, err := build.ParseOutput(o)
+		if err != nil {
+			return req, err
+		}
+		req.Outputs = append(req.Outputs, out)
+	}
+	if f.sourceDateEpoch != "" {
+		sec, err := strconv.ParseInt(f.sourceDateEpoch, 10, 64)
+		if err != nil || sec < 0 {
+			return req, fmt.Errorf("--source-date-epoch %q: give seconds since 1970", f.sourceDateEpoch)
+		}
+		t := time.Unix(sec, 0).UTC()
+		req.SourceDateEpoch = &t
+	}
+	return req, nil
+}
+
+// keyValues parses KEY=VALUE flags; with fromEnv, a bare KEY takes its value from the
+// environment (and is skipped when unset), as docker build does for --build-arg.
+func keyValues(flag string, list []string, fromEnv bool) (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range list {
+		k, v, ok := strings.Cut(kv, "=")
+		if k == "" {
+			return nil, fmt.Errorf("%s %q: the key is empty", flag, kv)
+		}
+		if !ok {
+			if !fromEnv {
+				m[k] = ""
+				continue
+			}
+			if v, ok = os.LookupEnv(k); !ok {
+				continue
+			}
+		}
+		m[k] = v
+	}
+	return m, nil
+}

@@ -1,0 +1,110 @@
+package archive
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Compression names accepted by NewBlobWriter.
+const (
+	Gzip = "gzip"
+	Zstd = "zstd"
+	None = "none"
+)
+
+// BlobWriter compresses an uncompressed layer tar written to it into an underlying writer and
+// hashes both sides as the bytes pass: once closed it knows the blob's digest and size and the
+// layer's diffID and uncompressed size. It never holds a layer in memory.
+type BlobWriter struct {
+	raw        *hashCounter   // uncompressed side
+	compressed *hashCounter   // what reaches the underlying writer
+	enc        io.WriteCloser // compressor writing into compressed; nil for "none"
+	closed     bool
+}
+
+// NewBlobWriter returns a BlobWriter compressing with compression ("gzip", "zstd" or "none";
+// "" means gzip) into w. Close must be called to flush the compressor; it does not close w.
+func NewBlobWriter(w io.Writer, compression string) (*BlobWriter, error) {
+	b := &BlobWriter{raw: newHashCounter(io.Discard), compressed: newHashCounter(w)}
+	switch compression {
+	case Gzip, "":
+		b.enc = gzip.NewWriter(b.compressed)
+	case Zstd:
+		enc, err := zstd.NewWriter(b.compressed, zstd.WithEncoderConcurrency(2))
+		if err != nil {
+			return nil, fmt.Errorf("starting zstd encoder: %w", err)
+		}
+		b.enc = enc
+	case None:
+	default:
+		return nil, fmt.Errorf("unknown layer compression %q (want gzip, zstd or none)", compression)
+	}
+	return b, nil
+}
+
+// Write hashes p as layer content and passes it to the compressor.
+func (b *BlobWriter) Write(p []byte) (int, error) {
+	if b.closed {
+		return 0, fmt.Errorf("writing to a closed blob writer")
+	}
+	if _, err := b.raw.Write(p); err != nil {
+		return 0, err
+	}
+	if b.enc == nil {
+		return b.compressed.Write(p)
+	}
+	return b.enc.Write(p)
+}
+
+// Close flushes the compressor. The digests are valid after it returns nil.
+func (b *BlobWriter) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if b.enc != nil {
+		if err := b.enc.Close(); err != nil {
+			return fmt.Errorf("finishing layer compression: %w", err)
+		}
+	}
+	return nil
+}
+
+// Digest is the digest of the compressed blob (what a manifest names).
+func (b *BlobWriter) Digest() v1.Hash { return b.compressed.hash() }
+
+// Size is the size in bytes of the compressed blob.
+func (b *BlobWriter) Size() int64 { return b.compressed.n }
+
+// DiffID is the digest of the uncompressed layer tar (what an image config names).
+func (b *BlobWriter) DiffID() v1.Hash { return b.raw.hash() }
+
+// UncompressedSize is the size in bytes of the uncompressed layer tar.
+func (b *BlobWriter) UncompressedSize() int64 { return b.raw.n }
+
+// hashCounter passes writes to w while hashing and counting them.
+type hashCounter struct {
+	w io.Writer
+	h hash.Hash
+	n int64
+}
+
+func newHashCounter(w io.Writer) *hashCounter { return &hashCounter{w: w, h: sha256.New()} }
+
+func (c *hashCounter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *hashCounter) hash() v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(c.h.Sum(nil))}
+}

@@ -1,0 +1,224 @@
+// Package build is the façade of the builder: Build(ctx, Request) wires the frontend, store,
+// registry, snapshotter and solver for one build and writes its outputs. The CLI fills a
+// Request; nothing below this package sees flags.
+package build
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-build/kiln/internal/archive"
+	"github.com/kiln-build/kiln/internal/frontend"
+	"github.com/kiln-build/kiln/internal/image"
+	"github.com/kiln-build/kiln/internal/registry"
+	"github.com/kiln-build/kiln/internal/snapshot"
+	"github.com/kiln-build/kiln/internal/solver"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// Request is one build as the user asked for it.
+type Request struct {
+	// ContextDir is the build context. Dockerfile is the Dockerfile's path ("" = Dockerfile or
+	// Containerfile in the context; "-" = Stdin).
+	ContextDir string
+	Dockerfile string
+	Stdin      io.Reader
+	// Tags name the image in the local store and, with Push, in registries.
+	Tags      []string
+	BuildArgs map[string]string
+	Target    string
+	Labels    map[string]string
+	// Platform is the target platform; "" is the host's.
+	Platform string
+	// Network of RUN steps: "host" (default) or "none".
+	Network string
+	// Pull makes FROM images be pulled even when the local store has them.
+	Pull   bool
+	Format image.Format
+	// Outputs are extra destinations (--output); Push pushes every tag.
+	Outputs []Output
+	Push    bool
+	// DigestFile and MetadataFile, when set, receive the image digest and a JSON summary.
+	DigestFile, MetadataFile string
+	// StoreRoot is the store directory; StorageDriver "overlay", "copy" or "" (auto).
+	StoreRoot     string
+	StorageDriver string
+	// Insecure lists registries reached over plain HTTP or unverified TLS.
+	Insecure []string
+	// Fsync keeps fsync and friends working inside RUN (by default they are no-ops).
+	Fsync       bool
+	Compression image.Compression
+	// SourceDateEpoch, when set, fixes timestamps for reproducible images.
+	SourceDateEpoch *time.Time
+	// SquashOwners is set when kiln runs with a single mapped id.
+	SquashOwners bool
+	// Progress receives step lines and RUN output; nil discards them.
+	Progress io.Writer
+}
+
+// Result describes the built image.
+type Result struct {
+	Digest       v1.Hash  `json:"digest"`
+	ConfigDigest v1.Hash  `json:"configDigest"`
+	MediaType    string   `json:"mediaType"`
+	Size         int64    `json:"size"`
+	References   []string `json:"references"`
+}
+
+// Build runs the build req describes.
+func Build(ctx context.Context, req Request) (*Result, error) {
+	if req.Progress == nil {
+		req.Progress = io.Discard
+	}
+	if req.Platform == "" {
+		req.Platform = "linux/" + runtime.GOARCH
+	}
+	if req.Format == "" {
+		req.Format = image.OCI
+	}
+	if req.Compression == "" {
+		req.Compression = image.Gzip
+	}
+	if _, err := image.LayerMediaType(req.Format, req.Compression); err != nil {
+		return nil, err
+	}
+	in, err := loadInputs(req)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := frontend.Parse(in.dockerfile, frontend.Options{
+		File: in.dockerfileName, BuildArgs: req.BuildArgs, Target: req.Target,
+		Platform: req.Platform, BuildPlatform: "linux/" + runtime.GOARCH,
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range plan.UnusedBuildArgs {
+		fmt.Fprintf(req.Progress, "warning: build arg %s was not consumed by any ARG instruction\n", a)
+	}
+	names, err := localNames(req.Tags)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(req.StoreRoot)
+	if err != nil {
+		return nil, fmt.Errorf("opening the store %s: %w", req.StoreRoot, err)
+	}
+	defer st.Close()
+	snap, err := snapshot.New(filepath.Join(st.Root(), "snapshots"), req.StorageDriver)
+	if err != nil {
+		return nil, fmt.Errorf("setting up the %q storage driver in %s: %w", req.StorageDriver, st.Root(), err)
+	}
+	reg := registry.New(registry.WithInsecure(req.Insecure...), registry.WithPlatform(platformOf(req.Platform)), registry.WithUserAgent("kiln"))
+	res, err := solver.New(solver.Config{
+		Plan:        plan,
+		Store:       st,
+		Snapshotter: snap,
+		Bases: &resolver{store: st, registry: reg, pull: req.Pull, progress: req.Progress,
+			extract: archive.ExtractOptions{SquashOwners: req.SquashOwners, Warnings: req.Progress}},
+		Context:         req.ContextDir,
+		Excludes:        in.excludes,
+		BuildArgs:       req.BuildArgs,
+		Platform:        req.Platform,
+		Network:         req.Network,
+		NoSync:          !req.Fsync,
+		Compression:     req.Compression,
+		SourceDateEpoch: req.SourceDateEpoch,
+		SquashOwners:    req.SquashOwners,
+		Progress:        req.Progress,
+		Warnings:        req.Progress,
+	}).Solve(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg := res.Config
+	if len(req.Labels) > 0 && cfg.Config.Labels == nil {
+		cfg.Config.Labels = map[string]string{}
+	}
+	for k, v := range req.Labels {
+		cfg.Config.Labels[k] = v
+	}
+	img, err := image.New(cfg, res.Layers, req.Format)
+	if err != nil {
+		return nil, fmt.Errorf("assembling the image: %w", err)
+	}
+	if err := st.SaveImage(ctx, img, names...); err != nil {
+		return nil, fmt.Errorf("saving the image in the local store: %w", err)
+	}
+	result, err := describe(img, names)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeOutputs(ctx, req, reg, img, result); err != nil {
+		return nil, err
+	}
+	return result, nil
+}
+
+func platformOf(p string) v1.Platform {
+	pl, err := v1.ParsePlatform(p)
+	if err != nil {
+		return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	}
+	return *pl
+}
+
+// localNames normalises -t names for the local store ("app" → "localhost/app:latest").
+func localNames(tags []string) ([]string, error) {
+	var out []string
+	for _, t := range tags {
+		n, err := store.NormalizeLocalName(t)
+		if err != nil {
+			return nil, fmt.Errorf("tag %q: %w", t, err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func describe(img v1.Image, names []string) (*Result, error) {
+	d, err := img.Digest()
+	if err != nil {
+		return nil, err
+	}
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return nil, err
+	}
+	mt, err := img.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, err
+	}
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	refs := names
+	if refs == nil {
+		refs = []string{}
+	}
+	return &Result{Digest: d, ConfigDigest: cfgName, MediaType: string(mt), Size: size, References: refs}, nil
+}
+
+// DefaultStoreRoot is the store directory when --root is not given.
+func DefaultStoreRoot() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "kiln")
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return filepath.Join(os.TempDir(), fmt.Sprintf("kiln-%d", os.Getuid()))
+	}
+	return filepath.Join(home, ".local", "share", "kiln")
+}

@@ -1,0 +1,88 @@
+package image
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// New assembles an image from its config and layers, in format f. The config's rootfs diff_ids
+// are set from the layers. Layers keep their bytes; their media types follow the format.
+func New(cfg *v1.ConfigFile, layers []*Layer, f Format) (v1.Image, error) {
+	c := *cfg
+	c.RootFS = v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{}}
+	img := &assembled{layers: map[v1.Hash]*Layer{}}
+	manifest := v1.Manifest{SchemaVersion: 2, Layers: []v1.Descriptor{}}
+	manifest.MediaType, manifest.Config.MediaType = types.OCIManifestSchema1, types.OCIConfigJSON
+	if f == Docker {
+		manifest.MediaType, manifest.Config.MediaType = types.DockerManifestSchema2, types.DockerConfigJSON
+	}
+	for _, l := range layers {
+		mt, err := convertMediaType(f, l.Desc.MediaType)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", l.Desc.Digest, err)
+		}
+		cl := *l
+		cl.Desc = v1.Descriptor{MediaType: mt, Size: l.Desc.Size, Digest: l.Desc.Digest}
+		img.layers[cl.Desc.Digest] = &cl
+		manifest.Layers = append(manifest.Layers, cl.Desc)
+		c.RootFS.DiffIDs = append(c.RootFS.DiffIDs, l.Diff)
+	}
+	raw, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("encoding image config: %w", err)
+	}
+	img.config = raw
+	manifest.Config.Size = int64(len(raw))
+	if manifest.Config.Digest, _, err = v1.SHA256(bytes.NewReader(raw)); err != nil {
+		return nil, err
+	}
+	if img.manifest, err = json.Marshal(&manifest); err != nil {
+		return nil, fmt.Errorf("encoding image manifest: %w", err)
+	}
+	img.mediaType = manifest.MediaType
+	return partial.CompressedToImage(img)
+}
+
+// assembled implements partial.CompressedImageCore over raw JSON and store blobs.
+type assembled struct {
+	config, manifest []byte
+	mediaType        types.MediaType
+	layers           map[v1.Hash]*Layer
+}
+
+func (a *assembled) RawConfigFile() ([]byte, error)     { return a.config, nil }
+func (a *assembled) MediaType() (types.MediaType, error) { return a.mediaType, nil }
+func (a *assembled) RawManifest() ([]byte, error)       { return a.manifest, nil }
+
+func (a *assembled) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	if l, ok := a.layers[h]; ok {
+		return l, nil
+	}
+	return nil, fmt.Errorf("image has no layer %s", h)
+}
+
+// StoredLayers describes the layers of img whose blobs are at blobPath(digest): the base layers
+// of a build, after the store has pulled them.
+func StoredLayers(img v1.Image, blobPath func(v1.Hash) string) ([]*Layer, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest: %w", err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, fmt.Errorf("image has %d layers but %d diff_ids", len(m.Layers), len(cfg.RootFS.DiffIDs))
+	}
+	layers := make([]*Layer, len(m.Layers))
+	for i, d := range m.Layers {
+		layers[i] = &Layer{Path: blobPath(d.Digest), Desc: v1.Descriptor{MediaType: d.MediaType, Size: d.Size, Digest: d.Digest}, Diff: cfg.RootFS.DiffIDs[i]}
+	}
+	return layers, nil
+}

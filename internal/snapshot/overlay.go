@@ -1,0 +1,171 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/internal/archive"
+)
+
+// overlay is the overlayfs snapshotter. Each snapshot is a directory under root holding
+// upper/ (the diff, in overlay format), work/ (overlayfs's scratch space), merged/ (the
+// mount point) and, for an empty stack, empty/ (the single lower overlayfs requires).
+type overlay struct {
+	root string
+}
+
+// NewOverlay returns the overlayfs snapshotter working under root (<store>/snapshots), which
+// it creates. It mounts a tiny test overlay there first, deletes a lower file through it and
+// checks the whiteout reached the upper dir; when that fails the error wraps ErrUnsupported.
+func NewOverlay(root string) (Snapshotter, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("creating snapshot root %s: %w", root, err)
+	}
+	if err := checkOverlay(root); err != nil {
+		return nil, fmt.Errorf("overlayfs at %s: %w: %v", root, ErrUnsupported, err)
+	}
+	return &overlay{root: root}, nil
+}
+
+// checkOverlay mounts a test overlay under root and exercises copy-up and whiteouts.
+func checkOverlay(root string) error {
+	dir, err := os.MkdirTemp(root, "check-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	lower := filepath.Join(dir, "lower")
+	if err := os.MkdirAll(filepath.Join(lower, "d"), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(lower, "d", "f"), []byte("x"), 0o644); err != nil {
+		return err
+	}
+	a, err := prepareOverlayDir(dir, []string{lower})
+	if err != nil {
+		return err
+	}
+	defer a.Release()
+	if err := os.Remove(filepath.Join(a.Root(), "d", "f")); err != nil {
+		return fmt.Errorf("deleting a lower file through the test mount: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(a.Root(), "new"), []byte("y"), 0o644); err != nil {
+		return fmt.Errorf("writing through the test mount: %w", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(a.upper(), "d", "f"), &st); err != nil {
+		return fmt.Errorf("looking for the whiteout in the test upper dir: %w", err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+		return fmt.Errorf("test overlay wrote a whiteout of mode %#o, not a 0/0 char device", st.Mode)
+	}
+	return a.unmount()
+}
+
+func (o *overlay) Prepare(ctx context.Context, lowers []string) (Active, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(o.root, "ov-")
+	if err != nil {
+		return nil, fmt.Errorf("creating overlay snapshot in %s: %w", o.root, err)
+	}
+	a, err := prepareOverlayDir(dir, lowers)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("preparing overlay snapshot over %d lowers: %w", len(lowers), err)
+	}
+	return a, nil
+}
+
+// prepareOverlayDir creates upper, work and merged in dir and mounts lowers there.
+func prepareOverlayDir(dir string, lowers []string) (*overlayActive, error) {
+	a := &overlayActive{dir: dir}
+	for _, sub := range []string{"upper", "work", "merged"} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if len(lowers) == 0 {
+		empty := filepath.Join(dir, "empty")
+		if err := os.Mkdir(empty, 0o755); err != nil {
+			return nil, err
+		}
+		lowers = []string{empty}
+	}
+	abs := make([]string, len(lowers))
+	for i, l := range lowers {
+		p, err := filepath.Abs(l)
+		if err != nil {
+			return nil, err
+		}
+		abs[i] = p
+	}
+	if err := mountOverlay(abs, a.upper(), filepath.Join(dir, "work"), a.Root()); err != nil {
+		return nil, err
+	}
+	a.mounted = true
+	return a, nil
+}
+
+// overlayActive is one mounted overlay snapshot.
+type overlayActive struct {
+	dir     string
+	mounted bool
+}
+
+func (a *overlayActive) Root() string  { return filepath.Join(a.dir, "merged") }
+func (a *overlayActive) upper() string { return filepath.Join(a.dir, "upper") }
+
+func (a *overlayActive) unmount() error {
+	if !a.mounted {
+		return nil
+	}
+	if err := unix.Unmount(a.Root(), 0); err != nil {
+		if !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("unmounting %s: %w", a.Root(), err)
+		}
+		// Something still holds the mount (a RUN process that outlived its step): detach it
+		// so the upper dir is final for us; the kernel frees it when the last user goes.
+		if err := unix.Unmount(a.Root(), unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("detaching %s: %w", a.Root(), err)
+		}
+	}
+	a.mounted = false
+	return nil
+}
+
+// Commit unmounts the overlay, writes the upper dir as a layer and renames it to dest.
+func (a *overlayActive) Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error {
+	defer a.Release()
+	if _, err := os.Lstat(dest); err == nil {
+		return fmt.Errorf("committing snapshot %s: destination %s exists", a.dir, dest)
+	}
+	if err := a.unmount(); err != nil {
+		return fmt.Errorf("committing snapshot %s: %w", a.dir, err)
+	}
+	if err := archive.WriteDiff(ctx, w, a.upper(), opts); err != nil {
+		return fmt.Errorf("committing snapshot %s: %w", a.dir, err)
+	}
+	if err := os.Rename(a.upper(), dest); err != nil {
+		return fmt.Errorf("committing snapshot %s: moving its diff to %s: %w", a.dir, dest, err)
+	}
+	return nil
+}
+
+// Release unmounts the overlay and deletes the snapshot's directory.
+func (a *overlayActive) Release() error {
+	if err := a.unmount(); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(a.dir); err != nil {
+		return fmt.Errorf("removing snapshot %s: %w", a.dir, err)
+	}
+	return nil
+}

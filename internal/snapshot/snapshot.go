@@ -1,0 +1,68 @@
+// Package snapshot makes writable root filesystems over stacks of overlay-format layer
+// directories and turns what changed in them into layers. Two snapshotters share one
+// interface and one conformance suite: overlay (overlayfs mounted inside kiln's user
+// namespace; the upper dir is the diff) and copy (a plain copy of the lowers, diffed by
+// comparison when committed) for hosts where overlayfs cannot be mounted.
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/kiln-build/kiln/internal/archive"
+)
+
+// ErrUnsupported is wrapped by NewOverlay's error when overlayfs cannot be mounted at the
+// snapshotter's root (no user namespace, upper dir on overlayfs, kernel without userxattr, ...).
+var ErrUnsupported = errors.New("snapshotter unsupported here")
+
+// Snapshotter makes writable root filesystems over stacks of overlay-format layer directories.
+// A Snapshotter is safe for concurrent use; each Active belongs to one caller.
+type Snapshotter interface {
+	// Prepare makes a new writable rootfs whose initial content is lowers stacked
+	// (lowers[0] is the bottom layer; all are overlay-format directories that must not change
+	// while the snapshot is active). An empty lowers gives an empty rootfs.
+	Prepare(ctx context.Context, lowers []string) (Active, error)
+}
+
+// Active is one writable snapshot.
+type Active interface {
+	// Root is the merged, writable root filesystem.
+	Root() string
+	// Commit writes the snapshot's changes relative to its lowers as an uncompressed OCI layer
+	// tar to w (archive.WriteDiff rules) and moves them, in overlay format, to dest (a path that
+	// must not exist yet, on the same filesystem as the snapshotter's root), so dest can serve as
+	// a lower later. Commit releases the snapshot.
+	Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error
+	// Release unmounts and deletes the snapshot without committing. Safe to call after Commit
+	// and more than once.
+	Release() error
+}
+
+// Driver names accepted by New.
+const (
+	DriverOverlay = "overlay"
+	DriverCopy    = "copy"
+	DriverAuto    = ""
+)
+
+// New returns the snapshotter driver names, working under root: "overlay", "copy", or ""
+// for overlay when it can be mounted there and copy otherwise.
+func New(root, driver string) (Snapshotter, error) {
+	switch driver {
+	case DriverOverlay:
+		return NewOverlay(root)
+	case DriverCopy:
+		return NewCopy(root)
+	case DriverAuto:
+		s, err := NewOverlay(root)
+		if errors.Is(err, ErrUnsupported) {
+			return NewCopy(root)
+		}
+		return s, err
+	default:
+		return nil, fmt.Errorf("unknown snapshotter %q (want overlay, copy, or empty for automatic)", driver)
+	}
+}

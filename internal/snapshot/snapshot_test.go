@@ -1,0 +1,144 @@
+package snapshot
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/kiln-build/kiln/internal/archive"
+)
+
+// drivers are the snapshotters every conformance test runs against.
+func drivers() []struct {
+	name string
+	new  func(root string) (Snapshotter, error)
+} {
+	return []struct {
+		name string
+		new  func(root string) (Snapshotter, error)
+	}{{"overlay", NewOverlay}, {"copy", NewCopy}}
+}
+
+// fsT wraps the file operations tests make, failing the test on error.
+type fsT struct {
+	t    *testing.T
+	root string
+}
+
+func (f fsT) p(rel string) string { return filepath.Join(f.root, rel) }
+
+func (f fsT) must(err error) {
+	f.t.Helper()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f fsT) write(rel, content string, mode os.FileMode) {
+	f.t.Helper()
+	f.must(os.MkdirAll(filepath.Dir(f.p(rel)), 0o755))
+	f.must(os.WriteFile(f.p(rel), []byte(content), mode))
+	f.must(os.Chmod(f.p(rel), mode))
+}
+
+func (f fsT) mkdir(rel string) { f.t.Helper(); f.must(os.MkdirAll(f.p(rel), 0o755)) }
+func (f fsT) rm(rel string)    { f.t.Helper(); f.must(os.RemoveAll(f.p(rel))) }
+func (f fsT) symlink(target, rel string) {
+	f.t.Helper()
+	f.must(os.Symlink(target, f.p(rel)))
+}
+
+func (f fsT) lstat(rel string) *unix.Stat_t {
+	f.t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(f.p(rel), &st); err != nil {
+		f.t.Fatalf("%s: %v", rel, err)
+	}
+	return &st
+}
+
+func (f fsT) content(rel, want string) {
+	f.t.Helper()
+	b, err := os.ReadFile(f.p(rel))
+	if err != nil || string(b) != want {
+		f.t.Errorf("%s = %q, %v; want %q", rel, b, err, want)
+	}
+}
+
+func (f fsT) absent(rel string) {
+	f.t.Helper()
+	if _, err := os.Lstat(f.p(rel)); !errors.Is(err, os.ErrNotExist) {
+		f.t.Errorf("%s exists (err %v), want it absent", rel, err)
+	}
+}
+
+func (f fsT) mode(rel string, want uint32) {
+	f.t.Helper()
+	if got := f.lstat(rel).Mode; got != want {
+		f.t.Errorf("%s: mode %#o, want %#o", rel, got, want)
+	}
+}
+
+func (f fsT) names(rel string, want ...string) {
+	f.t.Helper()
+	entries, err := os.ReadDir(f.p(rel))
+	f.must(err)
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		f.t.Errorf("%s holds %v, want %v", rel, got, want)
+	}
+}
+
+func (f fsT) link(rel, want string) {
+	f.t.Helper()
+	got, err := os.Readlink(f.p(rel))
+	if err != nil || got != want {
+		f.t.Errorf("%s -> %q, %v; want %q", rel, got, err, want)
+	}
+}
+
+// canChown reports whether files can be given owners other than 0 here (false in a user
+// namespace with a single id mapped).
+func canChown(t *testing.T) bool {
+	p := filepath.Join(t.TempDir(), "probe")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return os.Lchown(p, 1000, 1000) == nil
+}
+
+// commit commits a and returns the layer and its tar headers by name.
+func commit(t *testing.T, a Active, dest string) ([]byte, map[string]*tar.Header) {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := a.Commit(context.Background(), &buf, dest, archive.WriteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(); err != nil {
+		t.Fatalf("Release after Commit: %v", err)
+	}
+	hdrs := map[string]*tar.Header{}
+	tr := tar.NewReader(bytes.NewReader(buf.Bytes()))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("reading committed layer: %v", err)
+		}
+		hdrs[h.Name] = h
+	}
+	return buf.Bytes(), hdrs
+}

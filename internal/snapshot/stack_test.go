@@ -1,0 +1,123 @@
+package snapshot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kiln-build/kiln/internal/archive"
+)
+
+// TestDeepStack stacks 130 layers, each adding a file and deleting the previous layer's,
+// with lower paths long enough that mount(2)'s one page could not name them all.
+func TestDeepStack(t *testing.T) {
+	const depth = 130
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			store := t.TempDir()
+			s, err := d.new(filepath.Join(store, "snapshots"))
+			must(t, err)
+			// Commas and colons split mount(2)'s overlay options; lowerdir+ takes them as is.
+			layers := filepath.Join(store, "layers-with-a-rather-long-name,and:separators")
+			must(t, os.Mkdir(layers, 0o755))
+			var lowers []string
+			for i := range depth {
+				a, err := s.Prepare(ctx, lowers)
+				must(t, err)
+				f := fsT{t, a.Root()}
+				f.write(fmt.Sprintf("files/f%03d", i), fmt.Sprint(i), 0o644)
+				if i > 0 {
+					f.rm(fmt.Sprintf("files/f%03d", i-1))
+				}
+				f.write("counter", fmt.Sprint(i), 0o644)
+				dest := filepath.Join(layers, fmt.Sprintf("sha256-%064d", i))
+				commit(t, a, dest)
+				lowers = append(lowers, dest)
+			}
+			if n := len(strings.Join(lowers, ":")); n <= os.Getpagesize() {
+				t.Fatalf("lower paths total %d bytes: too short to prove the one-page limit is lifted", n)
+			}
+			a, err := s.Prepare(ctx, lowers)
+			must(t, err)
+			defer a.Release()
+			f := fsT{t, a.Root()}
+			f.names("files", fmt.Sprintf("f%03d", depth-1))
+			f.content("counter", fmt.Sprint(depth-1))
+		})
+	}
+}
+
+func TestEmptyAndLifecycle(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			ctx := context.Background()
+			store := t.TempDir()
+			s, err := d.new(filepath.Join(store, "snapshots"))
+			must(t, err)
+			a, err := s.Prepare(ctx, nil)
+			must(t, err)
+			fsT{t, a.Root()}.names("")
+			// An unchanged snapshot commits to an empty layer and an empty dest.
+			raw, hdrs := commit(t, a, filepath.Join(store, "empty"))
+			if len(hdrs) != 0 || len(raw) == 0 {
+				t.Errorf("empty commit gave %d entries in %d bytes", len(hdrs), len(raw))
+			}
+			fsT{t, filepath.Join(store, "empty")}.names("")
+
+			a, err = s.Prepare(ctx, []string{filepath.Join(store, "empty")})
+			must(t, err)
+			err = a.Commit(ctx, io.Discard, filepath.Join(store, "empty"), archive.WriteOptions{})
+			if err == nil || !strings.Contains(err.Error(), "exists") {
+				t.Errorf("commit onto an existing dest: %v", err)
+			}
+			must(t, a.Release())
+			must(t, a.Release())
+			entries, err := os.ReadDir(filepath.Join(store, "snapshots"))
+			must(t, err)
+			if len(entries) != 0 {
+				t.Errorf("released snapshots left %v behind", entries)
+			}
+		})
+	}
+}
+
+// TestOverlayUnsupported puts the snapshot root on overlayfs, where an upper dir cannot live:
+// NewOverlay must say ErrUnsupported and New must fall back to copying.
+func TestOverlayUnsupported(t *testing.T) {
+	ctx := context.Background()
+	s, err := NewOverlay(filepath.Join(t.TempDir(), "snapshots"))
+	must(t, err)
+	outer, err := s.Prepare(ctx, nil)
+	must(t, err)
+	defer outer.Release()
+	nested := filepath.Join(outer.Root(), "store", "snapshots")
+	_, err = NewOverlay(nested)
+	if !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("NewOverlay on overlayfs: %v, want ErrUnsupported", err)
+	}
+	auto, err := New(nested, DriverAuto)
+	must(t, err)
+	if _, ok := auto.(*copySnapshotter); !ok {
+		t.Errorf("New(auto) on overlayfs gave %T, want the copy snapshotter", auto)
+	}
+	a, err := auto.Prepare(ctx, nil)
+	must(t, err)
+	fsT{t, a.Root()}.write("x", "y", 0o644)
+	var buf bytes.Buffer
+	must(t, a.Commit(ctx, &buf, filepath.Join(outer.Root(), "store", "layer"), archive.WriteOptions{}))
+	if _, err := New(nested, "zfs"); err == nil {
+		t.Error("unknown driver accepted")
+	}
+	good, err := New(filepath.Join(t.TempDir(), "snapshots"), DriverAuto)
+	must(t, err)
+	if _, ok := good.(*overlay); !ok {
+		t.Errorf("New(auto) where overlay works gave %T", good)
+	}
+}

@@ -1,0 +1,122 @@
+package solver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+
+	"github.com/kiln-build/kiln/internal/executor"
+	"github.com/kiln-build/kiln/internal/frontend"
+	"github.com/kiln-build/kiln/internal/rootpath"
+	"github.com/kiln-build/kiln/internal/sandbox"
+)
+
+// heredocDir is where a RUN heredoc with a shebang is mounted as an executable script.
+const heredocDir = "/dev/pipes"
+
+// run executes a RUN instruction in the sandbox on a snapshot and commits its changes.
+func (st *stageState) run(ctx context.Context, c *instructions.RunCommand, text string) error {
+	if mounts := instructions.GetMounts(c); len(mounts) > 0 {
+		return fmt.Errorf("RUN --mount is not supported by this kiln version yet (type=%s)", mounts[0].Type)
+	}
+	args, script, err := st.runArgs(c)
+	if err != nil {
+		return err
+	}
+	spec := sandbox.Spec{
+		Args:    args,
+		Env:     st.runEnv(),
+		Dir:     st.cfg.Config.WorkingDir,
+		User:    st.cfg.Config.User,
+		Network: st.s.cfg.Network,
+		NoSync:  st.s.cfg.NoSync,
+	}
+	if script != nil {
+		dir, err := st.s.cfg.Store.TempDir("heredoc-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if err := os.WriteFile(filepath.Join(dir, script.Name), []byte(script.Data), 0o755); err != nil {
+			return fmt.Errorf("writing the heredoc script: %w", err)
+		}
+		spec.Mounts = append(spec.Mounts, sandbox.Mount{Source: dir, Target: heredocDir, Type: "bind", ReadOnly: true})
+	}
+	plan := st.s.cfg.Plan
+	st.s.out.printf("%s %s\n", plan.Describe(st.index), text)
+	start := time.Now()
+	err = st.changeFS(ctx, text, func(root string) error {
+		spec.Rootfs = root
+		return executor.Run(ctx, spec, st.s.out)
+	})
+	if err != nil {
+		return err
+	}
+	st.s.out.printf("%s   done in %s\n", plan.Describe(st.index), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// runArgs returns RUN's argv. A heredoc with a shebang becomes a script file (returned so the
+// caller can mount it); any other heredoc becomes the shell's command string.
+func (st *stageState) runArgs(c *instructions.RunCommand) ([]string, *instructions.ShellInlineFile, error) {
+	if len(c.Files) == 0 {
+		return st.commandLine(c.ShellDependantCmdLine), nil, nil
+	}
+	if len(c.CmdLine) != 1 || !c.PrependShell {
+		return nil, nil, fmt.Errorf("a heredoc needs the shell form of RUN")
+	}
+	if hd := parser.MustParseHeredoc(c.CmdLine[0]); hd != nil {
+		data := c.Files[0].Data
+		if c.Files[0].Chomp {
+			data = parser.ChompHeredocContent(data)
+		}
+		if strings.HasPrefix(data, "#!") {
+			f := instructions.ShellInlineFile{Name: c.Files[0].Name, Data: data}
+			return []string{heredocDir + "/" + f.Name}, &f, nil
+		}
+		return st.commandLine(instructions.ShellDependantCmdLine{CmdLine: []string{data}, PrependShell: true}), nil, nil
+	}
+	var b strings.Builder
+	b.WriteString(c.CmdLine[0])
+	for _, f := range c.Files {
+		b.WriteString("\n" + f.Data + f.Name)
+	}
+	return st.commandLine(instructions.ShellDependantCmdLine{CmdLine: []string{b.String()}, PrependShell: true}), nil, nil
+}
+
+// isProxyArg reports Docker's predefined proxy args.
+func isProxyArg(k string) bool { return frontend.IsProxyArg(k) }
+
+// mkdirIn creates dir (absolute, inside root) and its parents, 0755 root:root, resolving
+// symlinks inside root.
+func mkdirIn(root, dir string) error {
+	host, err := rootpath.Resolve(root, dir, true)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(host); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s exists and is not a directory", dir)
+		}
+		return nil
+	}
+	var missing []string
+	for p := host; p != filepath.Clean(root) && rootpath.Within(root, p); p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil {
+			break
+		}
+		missing = append(missing, p)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o755); err != nil && !os.IsExist(err) {
+			return fmt.Errorf("creating %s: %w", dir, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,160 @@
+// Package solver walks a frontend.Plan and produces an image: it resolves each stage's base,
+// dispatches every instruction (config changes in memory, COPY/ADD/RUN through the executor on a
+// snapshot) and commits each file-changing step as a layer in the store. Independent stages run
+// concurrently. It is the only package that executes a plan.
+package solver
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/moby/patternmatcher"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/kiln-build/kiln/internal/frontend"
+	"github.com/kiln-build/kiln/internal/image"
+	"github.com/kiln-build/kiln/internal/snapshot"
+	"github.com/kiln-build/kiln/internal/store"
+)
+
+// BaseResolver finds the image a FROM or --from names (local store or registry).
+type BaseResolver interface {
+	// Resolve returns the image ref names for the given platform ("" = the build's).
+	Resolve(ctx context.Context, ref, platform string) (v1.Image, error)
+}
+
+// Config is what a Solver needs; it is built once per build by the build package.
+type Config struct {
+	Plan        *frontend.Plan
+	Store       *store.Store
+	Snapshotter snapshot.Snapshotter
+	Bases       BaseResolver
+	// Context is the build context directory; Excludes its .dockerignore rules.
+	Context  string
+	Excludes *patternmatcher.PatternMatcher
+	// BuildArgs are the --build-arg values.
+	BuildArgs map[string]string
+	// Platform is the target platform ("linux/amd64").
+	Platform string
+	// Network is the RUN network: "host" or "none". NoSync turns off the fsync no-op filter
+	// when false... kept positive: NoSync true makes fsync a no-op inside RUN.
+	Network string
+	NoSync  bool
+	// Compression of the layers kiln writes.
+	Compression image.Compression
+	// SourceDateEpoch, when set, fixes created times and clamps file mtimes.
+	SourceDateEpoch *time.Time
+	// SquashOwners is set when only one id is mapped: base layers are unpacked with owners 0:0.
+	SquashOwners bool
+	// Progress receives step lines and RUN output; Warnings receives warnings.
+	Progress io.Writer
+	Warnings io.Writer
+}
+
+// Result is the target stage's image content.
+type Result struct {
+	Config *v1.ConfigFile
+	Layers []*image.Layer
+	// Steps counts the instructions run, for the summary.
+	Steps int
+}
+
+// Solver runs one Plan.
+type Solver struct {
+	cfg    Config
+	mu     sync.Mutex
+	stages map[int]*stageResult
+	out    *progress
+}
+
+type stageResult struct {
+	done  chan struct{}
+	state *stageState
+	err   error
+}
+
+// New returns a Solver for cfg.
+func New(cfg Config) *Solver {
+	if cfg.Network == "" {
+		cfg.Network = "host"
+	}
+	if cfg.Compression == "" {
+		cfg.Compression = image.Gzip
+	}
+	if cfg.Progress == nil {
+		cfg.Progress = io.Discard
+	}
+	if cfg.Warnings == nil {
+		cfg.Warnings = io.Discard
+	}
+	s := &Solver{cfg: cfg, stages: map[int]*stageResult{}, out: &progress{w: cfg.Progress}}
+	for _, i := range cfg.Plan.Needed() {
+		s.stages[i] = &stageResult{done: make(chan struct{})}
+	}
+	return s
+}
+
+// Solve builds every stage the target needs, concurrently where they are independent, and
+// returns the target's image content.
+func (s *Solver) Solve(ctx context.Context) (*Result, error) {
+	g, ctx := errgroup.WithContext(ctx)
+	for i, r := range s.stages {
+		g.Go(func() error {
+			defer close(r.done)
+			r.state, r.err = s.buildStage(ctx, i)
+			return r.err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	st := s.stages[s.cfg.Plan.Target].state
+	return &Result{Config: st.finalConfig(), Layers: st.layers, Steps: s.out.steps}, nil
+}
+
+// waitStage waits for stage i (which the caller depends on) and returns its final state.
+func (s *Solver) waitStage(ctx context.Context, i int) (*stageState, error) {
+	r, ok := s.stages[i]
+	if !ok {
+		return nil, fmt.Errorf("internal error: stage %d is not scheduled", i)
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("stage %d failed", i+1)
+	}
+	return r.state, nil
+}
+
+// progress writes step lines; it serialises writes from concurrent stages.
+type progress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	steps int
+}
+
+func (p *progress) printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, format, args...)
+}
+
+func (p *progress) step() {
+	p.mu.Lock()
+	p.steps++
+	p.mu.Unlock()
+}
+
+// Write passes RUN output through.
+func (p *progress) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.w.Write(b)
+}

@@ -1,0 +1,259 @@
+package solver
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+
+	"github.com/kiln-build/kiln/internal/archive"
+	"github.com/kiln-build/kiln/internal/frontend"
+	"github.com/kiln-build/kiln/internal/image"
+)
+
+// stageState is a stage being built: the image config so far, its layers and their unpacked
+// directories, and the ARGs in scope.
+type stageState struct {
+	s     *Solver
+	index int
+	cfg   v1.ConfigFile
+	// layers and dirs are parallel: dirs[i] is layers[i] unpacked (overlay format).
+	layers []*image.Layer
+	dirs   []string
+	// args are the ARGs declared in this stage with their values.
+	args map[string]string
+	// cmdSet records that this stage wrote CMD, so a later ENTRYPOINT keeps it.
+	cmdSet bool
+}
+
+func (s *Solver) buildStage(ctx context.Context, i int) (*stageState, error) {
+	plan := s.cfg.Plan
+	stage := plan.Stages[i]
+	st, err := s.baseState(ctx, stage)
+	if err != nil {
+		return nil, plan.Errorf(stage.Line, "FROM %s: %w", stage.Base, err)
+	}
+	s.out.printf("%s FROM %s\n", plan.Describe(i), stage.Base)
+	triggers, err := frontend.ParseTriggers(plan.File, st.cfg.Config.OnBuild)
+	if err != nil {
+		return nil, err
+	}
+	st.cfg.Config.OnBuild = nil
+	for _, cmd := range triggers {
+		if err := st.dispatch(ctx, cmd, "ONBUILD "); err != nil {
+			return nil, plan.Errorf(stage.Line, "ONBUILD trigger %s of the base image: %w", cmd, err)
+		}
+	}
+	for _, cmd := range stage.Commands {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := st.dispatch(ctx, cmd, ""); err != nil {
+			return nil, plan.Errorf(frontend.Line(cmd), "%s: %w", commandText(cmd), err)
+		}
+	}
+	return st, nil
+}
+
+// baseState resolves a stage's FROM: scratch, an earlier stage or an image.
+func (s *Solver) baseState(ctx context.Context, stage *frontend.Stage) (*stageState, error) {
+	st := &stageState{s: s, index: stage.Index, args: map[string]string{}}
+	switch {
+	case stage.BaseStage >= 0:
+		base, err := s.waitStage(ctx, stage.BaseStage)
+		if err != nil {
+			return nil, err
+		}
+		st.cfg = *base.finalConfig()
+		st.layers = slices.Clone(base.layers)
+		st.dirs = slices.Clone(base.dirs)
+	case strings.EqualFold(stage.Base, "scratch"):
+		os, arch, _ := strings.Cut(s.platform(stage), "/")
+		arch, _, _ = strings.Cut(arch, "/")
+		st.cfg = v1.ConfigFile{OS: os, Architecture: arch}
+	default:
+		img, err := s.cfg.Bases.Resolve(ctx, stage.Base, stage.Platform)
+		if err != nil {
+			return nil, err
+		}
+		layers, dirs, cfg, err := s.unpack(ctx, img)
+		if err != nil {
+			return nil, err
+		}
+		st.cfg, st.layers, st.dirs = *cfg, layers, dirs
+	}
+	st.cfg.Config = cloneConfig(st.cfg.Config)
+	st.cfg.History = slices.Clone(st.cfg.History)
+	return st, nil
+}
+
+func (s *Solver) platform(stage *frontend.Stage) string {
+	if stage.Platform != "" {
+		return stage.Platform
+	}
+	if s.cfg.Platform != "" {
+		return s.cfg.Platform
+	}
+	return "linux/" + runtime.GOARCH
+}
+
+// unpack makes sure img's layers are in the store and returns them with their directories.
+func (s *Solver) unpack(ctx context.Context, img v1.Image) ([]*image.Layer, []string, *v1.ConfigFile, error) {
+	dirs, err := s.cfg.Store.Unpack(ctx, img, archive.ExtractOptions{SquashOwners: s.cfg.SquashOwners, Warnings: s.cfg.Warnings})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	layers, err := image.StoredLayers(img, s.cfg.Store.BlobPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("reading image config: %w", err)
+	}
+	c := *cfg
+	return layers, dirs, &c, nil
+}
+
+// finalConfig returns a copy of the stage's config.
+func (st *stageState) finalConfig() *v1.ConfigFile {
+	c := st.cfg
+	c.Config = cloneConfig(c.Config)
+	c.History = slices.Clone(c.History)
+	return &c
+}
+
+func cloneConfig(c v1.Config) v1.Config {
+	c.Env = slices.Clone(c.Env)
+	c.Cmd = slices.Clone(c.Cmd)
+	c.Entrypoint = slices.Clone(c.Entrypoint)
+	c.Shell = slices.Clone(c.Shell)
+	c.OnBuild = slices.Clone(c.OnBuild)
+	c.Labels = maps.Clone(c.Labels)
+	c.Volumes = maps.Clone(c.Volumes)
+	c.ExposedPorts = maps.Clone(c.ExposedPorts)
+	if c.Healthcheck != nil {
+		h := *c.Healthcheck
+		h.Test = slices.Clone(h.Test)
+		c.Healthcheck = &h
+	}
+	return c
+}
+
+// now is the time recorded in history and config: SOURCE_DATE_EPOCH when set.
+func (st *stageState) now() time.Time {
+	if st.s.cfg.SourceDateEpoch != nil {
+		return st.s.cfg.SourceDateEpoch.UTC()
+	}
+	return time.Now().UTC()
+}
+
+// addHistory records a step; emptyLayer is set for steps that changed only the config.
+func (st *stageState) addHistory(createdBy string, emptyLayer bool) {
+	st.cfg.History = append(st.cfg.History, v1.History{Created: v1.Time{Time: st.now()}, CreatedBy: createdBy, EmptyLayer: emptyLayer})
+	st.cfg.Created = v1.Time{Time: st.now()}
+}
+
+// changeFS runs fn on a writable snapshot of the stage's rootfs and commits what it changed as
+// a new layer. A step that changes nothing adds no layer (its history says empty_layer).
+func (st *stageState) changeFS(ctx context.Context, createdBy string, fn func(root string) error) error {
+	active, err := st.s.cfg.Snapshotter.Prepare(ctx, st.dirs)
+	if err != nil {
+		return fmt.Errorf("preparing a snapshot: %w", err)
+	}
+	defer active.Release()
+	if err := fn(active.Root()); err != nil {
+		return err
+	}
+	layer, dir, err := st.s.commit(ctx, active)
+	if err != nil {
+		return err
+	}
+	if layer == nil {
+		st.addHistory(createdBy, true)
+		return nil
+	}
+	st.layers = append(st.layers, layer)
+	st.dirs = append(st.dirs, dir)
+	st.addHistory(createdBy, false)
+	return nil
+}
+
+// emptyTarSize is the size of a layer tar without entries (two zero blocks).
+const emptyTarSize = 1024
+
+// commit writes a snapshot's diff as a compressed blob into the store while hashing it, and
+// stores the diff directory as an unpacked layer. It returns nil, "" when nothing changed.
+func (s *Solver) commit(ctx context.Context, active interface {
+	Commit(context.Context, io.Writer, string, archive.WriteOptions) error
+}) (*image.Layer, string, error) {
+	tmp, err := s.cfg.Store.TempDir("commit-")
+	if err != nil {
+		return nil, "", err
+	}
+	defer os.RemoveAll(tmp)
+	dest := tmp + "/diff"
+	pr, pw := io.Pipe()
+	type written struct {
+		digest v1.Hash
+		size   int64
+		err    error
+	}
+	done := make(chan written, 1)
+	go func() {
+		d, n, err := s.cfg.Store.WriteBlob(ctx, pr, v1.Hash{})
+		pr.CloseWithError(err)
+		done <- written{d, n, err}
+	}()
+	bw, err := archive.NewBlobWriter(pw, string(s.cfg.Compression))
+	if err != nil {
+		pw.CloseWithError(err)
+		<-done
+		return nil, "", err
+	}
+	err = active.Commit(ctx, bw, dest, archive.WriteOptions{SourceDateEpoch: s.cfg.SourceDateEpoch})
+	if cerr := bw.Close(); err == nil {
+		err = cerr
+	}
+	pw.CloseWithError(err)
+	w := <-done
+	if err != nil {
+		return nil, "", fmt.Errorf("committing layer: %w", err)
+	}
+	if w.err != nil {
+		return nil, "", fmt.Errorf("storing layer blob: %w", w.err)
+	}
+	if bw.UncompressedSize() <= emptyTarSize {
+		return nil, "", nil
+	}
+	dir, err := s.cfg.Store.AddLayerDir(dest, bw.DiffID())
+	if err != nil {
+		return nil, "", err
+	}
+	mt, err := image.LayerMediaType(image.OCI, s.cfg.Compression)
+	if err != nil {
+		return nil, "", err
+	}
+	return &image.Layer{
+		Path: s.cfg.Store.BlobPath(w.digest),
+		Desc: v1.Descriptor{MediaType: types.MediaType(mt), Size: w.size, Digest: w.digest},
+		Diff: bw.DiffID(),
+	}, dir, nil
+}
+
+// commandText is an instruction as written, for errors and history.
+func commandText(cmd instructions.Command) string {
+	if s, ok := cmd.(fmt.Stringer); ok {
+		return s.String()
+	}
+	return strings.ToUpper(cmd.Name())
+}
