@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -12,13 +13,14 @@ import (
 	"github.com/kiln-build/kiln/internal/build"
 	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/sandbox"
+	"github.com/kiln-build/kiln/internal/solver"
 )
 
 // buildFlags are the flags of `kiln build`, named as docker build and buildah bud name them.
 type buildFlags struct {
 	file, target, platform, network, format, root, driver  string
 	digestFile, metadataFile, compression, sourceDateEpoch string
-	tags, buildArgs, labels, outputs, insecure             []string
+	tags, buildArgs, labels, outputs, insecure, secrets    []string
 	pull, push, quiet, fsync                               bool
 }
 
@@ -74,6 +76,7 @@ func newBuildCommand() *cobra.Command {
 	fl.StringVar(&f.root, "root", "", "store directory (default ~/.local/share/kiln)")
 	fl.StringVar(&f.driver, "storage-driver", "", "snapshotter: overlay or copy (default: overlay where it works)")
 	fl.StringArrayVar(&f.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for this registry (repeatable)")
+	fl.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image digest")
 	fl.BoolVar(&f.fsync, "fsync", false, "let RUN steps really fsync (by default fsync is a no-op inside RUN: layers are committed atomically anyway)")
 	fl.StringVar(&f.compression, "compression", "gzip", "layer compression: gzip or zstd (zstd needs --format oci)")
@@ -82,6 +85,10 @@ func newBuildCommand() *cobra.Command {
 }
 
 func (f *buildFlags) request(contextDir string) (build.Request, error) {
+	contextDir, err := filepath.Abs(contextDir)
+	if err != nil {
+		return build.Request{}, fmt.Errorf("build context: %w", err)
+	}
 	req := build.Request{
 		ContextDir: contextDir, Dockerfile: f.file, Tags: f.tags, Target: f.target,
 		Platform: f.platform, Network: f.network, Pull: f.pull, Push: f.push,
@@ -91,7 +98,6 @@ func (f *buildFlags) request(contextDir string) (build.Request, error) {
 	if req.StoreRoot == "" {
 		req.StoreRoot = build.DefaultStoreRoot()
 	}
-	var err error
 	if req.Format, err = image.ParseFormat(f.format); err != nil {
 		return req, err
 	}
@@ -113,6 +119,9 @@ func (f *buildFlags) request(contextDir string) (build.Request, error) {
 		return req, err
 	}
 	if req.Labels, err = keyValues("--label", f.labels, false); err != nil {
+		return req, err
+	}
+	if req.Secrets, err = parseSecrets(f.secrets); err != nil {
 		return req, err
 	}
 	for _, o := range f.outputs {
@@ -154,4 +163,55 @@ func keyValues(flag string, list []string, fromEnv bool) (map[string]string, err
 		m[k] = v
 	}
 	return m, nil
+}
+
+// parseSecrets parses --secret values as docker build and buildah do: id=ID plus src=FILE
+// (also source=) or env=VAR; type=file|env may be given. A secret given as id only is read from
+// the environment variable of the same name when set, else from a file of that name.
+func parseSecrets(list []string) (map[string]solver.Secret, error) {
+	out := map[string]solver.Secret{}
+	for _, v := range list {
+		var id, typ string
+		var sec solver.Secret
+		for _, kv := range strings.Split(v, ",") {
+			k, val, _ := strings.Cut(kv, "=")
+			switch k {
+			case "id":
+				id = val
+			case "src", "source":
+				sec.File = val
+			case "env":
+				sec.Env = val
+			case "type":
+				typ = val
+			default:
+				return nil, fmt.Errorf("--secret %s: unknown key %q (use id=, src= or env=)", v, k)
+			}
+		}
+		if id == "" {
+			return nil, fmt.Errorf("--secret %s: id= is required", v)
+		}
+		if typ == "env" && sec.Env == "" {
+			sec.Env, sec.File = sec.File, ""
+		}
+		if sec.File == "" && sec.Env == "" {
+			if _, ok := os.LookupEnv(id); ok {
+				sec.Env = id
+			} else {
+				sec.File = id
+			}
+		}
+		if sec.File != "" {
+			abs, err := filepath.Abs(sec.File)
+			if err != nil {
+				return nil, fmt.Errorf("--secret %s: %w", v, err)
+			}
+			sec.File = abs
+			if _, err := os.Stat(sec.File); err != nil {
+				return nil, fmt.Errorf("--secret %s: %w", v, err)
+			}
+		}
+		out[id] = sec
+	}
+	return out, nil
 }

@@ -57,6 +57,8 @@ type Request struct {
 	Compression image.Compression
 	// SourceDateEpoch, when set, fixes timestamps for reproducible images.
 	SourceDateEpoch *time.Time
+	// Secrets are the --secret values by id, for RUN --mount=type=secret.
+	Secrets map[string]solver.Secret
 	// SquashOwners is set when kiln runs with a single mapped id.
 	SquashOwners bool
 	// Progress receives step lines and RUN output; nil discards them.
@@ -132,6 +134,7 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		Compression:     req.Compression,
 		SourceDateEpoch: req.SourceDateEpoch,
 		SquashOwners:    req.SquashOwners,
+		Secrets:         req.Secrets,
 		Progress:        req.Progress,
 		Warnings:        req.Progress,
 	}).Solve(ctx)

@@ -25,6 +25,9 @@ type inputs struct {
 // in the context, as with Docker and buildah.
 func loadInputs(req Request) (*inputs, error) {
 	fi, err := os.Stat(req.ContextDir)
+	if err == nil && !filepath.IsAbs(req.ContextDir) {
+		return nil, fmt.Errorf("internal error: build context %s is not an absolute path", req.ContextDir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("build context %s: %w", req.ContextDir, err)
 	}

@@ -77,7 +77,12 @@ func Parse(r io.Reader, opts Options) (*Plan, error) {
 		return nil, err
 	}
 	for i := range stages {
-		p.Stages = append(p.Stages, &Stage{Index: i, Name: stages[i].Name, BaseStage: -1})
+		if stages[i].Name != "" {
+			if j, dup := p.StageByName(stages[i].Name, i); dup {
+				return nil, p.Errorf(line(stages[i].Location), "duplicate stage name %q (also the name of stage %d on line %d)", stages[i].Name, j+1, p.Stages[j].Line)
+			}
+		}
+		p.Stages = append(p.Stages, &Stage{Index: i, Name: stages[i].Name, BaseStage: -1, Line: line(stages[i].Location)})
 	}
 	for i := range stages {
 		if err := p.fillStage(lex, p.Stages[i], &stages[i]); err != nil {

@@ -102,3 +102,10 @@ func TestParseTriggers(t *testing.T) {
 		t.Fatalf("ParseTriggers = %v, %v", cmds, err)
 	}
 }
+
+func TestParseDuplicateStage(t *testing.T) {
+	_, err := parse(t, "FROM scratch AS a\nFROM scratch AS A\n", Options{})
+	if err == nil || !strings.Contains(err.Error(), `Dockerfile:2: duplicate stage name "a"`) {
+		t.Fatalf("error = %v", err)
+	}
+}

@@ -112,11 +112,7 @@ func (st *stageState) copySpec(instruction string, sd instructions.SourcesAndDes
 	dest := sd.DestPath
 	isDir := strings.HasSuffix(dest, "/") || strings.HasSuffix(dest, "/.") || dest == "."
 	if !path.IsAbs(dest) {
-		wd := st.cfg.Config.WorkingDir
-		if wd == "" {
-			wd = "/"
-		}
-		dest = path.Join(wd, dest)
+		dest = path.Join(st.currentDir(), dest)
 	}
 	spec := executor.CopySpec{
 		SrcRoot:     st.s.cfg.Context,

@@ -10,6 +10,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
+
+	"github.com/kiln-build/kiln/internal/executor"
 )
 
 // defaultShell is the shell of shell-form RUN, CMD and ENTRYPOINT when SHELL was not used.
@@ -21,11 +23,11 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // dispatch applies one instruction to the stage. prefix marks ONBUILD triggers in history.
 func (st *stageState) dispatch(ctx context.Context, cmd instructions.Command, prefix string) error {
 	st.s.out.step()
+	// RUN's Expand only parses its --mount flags with variables expanded; its command line is
+	// left to the shell, as Docker does.
 	if e, ok := cmd.(instructions.SupportsSingleWordExpansion); ok {
-		if _, isRun := cmd.(*instructions.RunCommand); !isRun {
-			if err := e.Expand(st.expander()); err != nil {
-				return err
-			}
+		if err := e.Expand(st.expander()); err != nil {
+			return err
 		}
 	}
 	if e, ok := cmd.(instructions.SupportsSingleWordExpansionRaw); ok {
@@ -127,7 +129,17 @@ func (st *stageState) expose(cmd *instructions.ExposeCommand) error {
 	if c.ExposedPorts == nil {
 		c.ExposedPorts = map[string]struct{}{}
 	}
+	lex := st.s.cfg.Plan.Lexer()
+	env := shell.EnvsFromSlice(envSlice(st.env()))
+	var ports []string
 	for _, p := range cmd.Ports {
+		words, err := lex.ProcessWords(p, env)
+		if err != nil {
+			return fmt.Errorf("expanding %q: %w", p, err)
+		}
+		ports = append(ports, words...)
+	}
+	for _, p := range ports {
 		port, proto, _ := strings.Cut(p, "/")
 		if proto == "" {
 			proto = "tcp"
@@ -162,16 +174,22 @@ func (st *stageState) arg(c *instructions.ArgCommand) error {
 func (st *stageState) workdir(ctx context.Context, c *instructions.WorkdirCommand, text string) error {
 	dir := c.Path
 	if !path.IsAbs(dir) {
-		cur := st.cfg.Config.WorkingDir
-		if cur == "" {
-			cur = "/"
-		}
-		dir = path.Join(cur, dir)
+		dir = path.Join(st.currentDir(), dir)
 	}
 	dir = path.Clean(dir)
 	st.cfg.Config.WorkingDir = dir
 	st.s.out.printf("%s %s\n", st.s.cfg.Plan.Describe(st.index), text)
-	return st.changeFS(ctx, text, func(root string) error { return mkdirIn(root, dir) })
+	return st.changeFS(ctx, text, func(root string) error {
+		owner := executor.Owner{}
+		if u := st.cfg.Config.User; u != "" {
+			o, err := executor.ResolveOwner(root, u)
+			if err != nil {
+				return fmt.Errorf("creating the directory for USER %s: %w", u, err)
+			}
+			owner = o
+		}
+		return mkdirIn(root, dir, owner)
+	})
 }
 
 // env returns the variables visible to expansion and RUN: the stage's ARGs overridden by the

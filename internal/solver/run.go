@@ -22,16 +22,19 @@ const heredocDir = "/dev/pipes"
 
 // run executes a RUN instruction in the sandbox on a snapshot and commits its changes.
 func (st *stageState) run(ctx context.Context, c *instructions.RunCommand, text string) error {
-	if mounts := instructions.GetMounts(c); len(mounts) > 0 {
-		return fmt.Errorf("RUN --mount is not supported by this kiln version yet (type=%s)", mounts[0].Type)
-	}
 	args, script, err := st.runArgs(c)
 	if err != nil {
 		return err
 	}
+	mounts, secretEnv, release, err := st.runMounts(ctx, instructions.GetMounts(c))
+	if err != nil {
+		return err
+	}
+	defer release()
 	spec := sandbox.Spec{
 		Args:    args,
-		Env:     st.runEnv(),
+		Env:     append(st.runEnv(), secretEnv...),
+		Mounts:  mounts,
 		Dir:     st.cfg.Config.WorkingDir,
 		User:    st.cfg.Config.User,
 		Network: st.s.cfg.Network,
@@ -93,9 +96,10 @@ func (st *stageState) runArgs(c *instructions.RunCommand) ([]string, *instructio
 // isProxyArg reports Docker's predefined proxy args.
 func isProxyArg(k string) bool { return frontend.IsProxyArg(k) }
 
-// mkdirIn creates dir (absolute, inside root) and its parents, 0755 root:root, resolving
-// symlinks inside root.
-func mkdirIn(root, dir string) error {
+// mkdirIn creates dir (absolute, inside root) and its missing parents, 0755, owned by owner
+// (WORKDIR's directories belong to the USER in effect, as with BuildKit), resolving symlinks
+// inside root.
+func mkdirIn(root, dir string, owner executor.Owner) error {
 	host, err := rootpath.Resolve(root, dir, true)
 	if err != nil {
 		return err
@@ -116,6 +120,9 @@ func mkdirIn(root, dir string) error {
 	for i := len(missing) - 1; i >= 0; i-- {
 		if err := os.Mkdir(missing[i], 0o755); err != nil && !os.IsExist(err) {
 			return fmt.Errorf("creating %s: %w", dir, err)
+		}
+		if err := os.Lchown(missing[i], owner.UID, owner.GID); err != nil {
+			return fmt.Errorf("chown %s to %d:%d: %w", dir, owner.UID, owner.GID, err)
 		}
 	}
 	return nil

@@ -40,10 +40,12 @@ type Config struct {
 	BuildArgs map[string]string
 	// Platform is the target platform ("linux/amd64").
 	Platform string
-	// Network is the RUN network: "host" or "none". NoSync turns off the fsync no-op filter
-	// when false... kept positive: NoSync true makes fsync a no-op inside RUN.
+	// Network is the RUN network: "host" or "none". NoSync makes fsync and friends no-ops
+	// inside RUN.
 	Network string
 	NoSync  bool
+	// Secrets are the --secret values by id.
+	Secrets map[string]Secret
 	// Compression of the layers kiln writes.
 	Compression image.Compression
 	// SourceDateEpoch, when set, fixes created times and clamps file mtimes.
