@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -23,7 +24,7 @@ type Check struct {
 // Report is what the environment allows kiln's sandbox to do.
 type Report struct {
 	Mapping   Mapping // the mapping ReexecInUserNamespace would use
-	MappingOK bool    // whether that mapping can be created here
+	MappingOK bool    // whether a user namespace could be created (the probe maps a single id; newuidmap problems show in their own checks)
 	Checks    []Check
 }
 
@@ -198,12 +199,16 @@ func runProbeChild(ctx context.Context, dir string) ([]Check, error) {
 	if err := json.Unmarshal(out, &res); err != nil {
 		return nil, fmt.Errorf("reading probe result: %w", err)
 	}
-	ov := Check{Name: "overlay", OK: res.Overlay == "", Detail: "overlayfs (userxattr) mounts in a user namespace on " + dir}
+	at := nearestExisting(dir)
+	if at != filepath.Clean(dir) {
+		at = fmt.Sprintf("%s (the nearest existing parent of %s)", at, dir)
+	}
+	ov := Check{Name: "overlay", OK: res.Overlay == "", Detail: "overlayfs (userxattr) mounts in a user namespace on " + at}
 	switch {
 	case res.Overlay == "skipped":
 		ov.OK, ov.Detail = true, "not checked (no store directory given)"
 	case !ov.OK:
-		ov.Detail = "cannot mount overlayfs in a user namespace on " + dir + ": " + res.Overlay
+		ov.Detail = "cannot mount overlayfs in a user namespace on " + at + ": " + res.Overlay
 		ov.Remedy = "put the store on a filesystem that is not itself overlayfs (in a pod: an emptyDir or a PVC) on kernel >= 5.11; " +
 			"otherwise kiln falls back to the slower copying snapshotter"
 	}

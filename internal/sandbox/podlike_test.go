@@ -13,13 +13,14 @@ import (
 )
 
 // podHostID is where the pod-like container's 65536 ids start on the host.
-const podHostID = 300000
+const podHostID = 500000 // clear of the subordinate ranges test users get (100000-365535)
 
-// TestRunInPodLikeContainer runs the sandbox tests inside a runc container set
-// up like a Kubernetes pod with hostUsers: false: uid 0 in a user namespace of
-// 65536 ids, containerd's default capabilities, no_new_privs, masked and
-// read-only /proc paths, read-only /sys. kiln must pick the full mapping and
-// fall back to a bound /proc.
+// TestRunInPodLikeContainer runs the sandbox tests inside runc containers set
+// up like Kubernetes pods with hostUsers: false: a user namespace of 65536
+// ids, no_new_privs, masked and read-only /proc paths, read-only /sys; once as
+// uid 0 with containerd's default capabilities (kiln must pick the full
+// mapping), once as uid 1000 without capabilities (the single mapping). Both
+// fall back to a bound /proc, since /proc is masked.
 func TestRunInPodLikeContainer(t *testing.T) {
 	if os.Geteuid() != 0 || os.Getenv(envMode) != "" {
 		t.Skip("needs to run as root on the host, to start a runc container")
@@ -28,6 +29,38 @@ func TestRunInPodLikeContainer(t *testing.T) {
 	if err != nil {
 		t.Skip("runc not found: apt-get install runc")
 	}
+	defaultCaps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+		"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
+	tests := []struct {
+		name string
+		uid  int
+		caps []string
+		mode string
+		uids []IDRange
+	}{
+		{"root with default capabilities", 0, defaultCaps, ModeFull, []IDRange{{0, 0, 65536}}},
+		{"uid 1000 without capabilities", 1000, []string{}, ModeSingle, []IDRange{{0, 1000, 1}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := runInPod(t, runc, tc.uid, tc.caps)
+			r := parseChildReport(t, out)
+			if r.Mapping.Mode != tc.mode || !reflect.DeepEqual(r.UIDs, tc.uids) {
+				t.Errorf("mapping %s %v, want %s %v", r.Mapping.Mode, r.UIDs, tc.mode, tc.uids)
+			}
+			for _, name := range []string{"TestRun", "TestRunOverlay", "TestRunMaskedProc"} {
+				if !strings.Contains(out, "--- PASS: "+name+" ") {
+					t.Errorf("%s did not pass in the container", name)
+				}
+			}
+		})
+	}
+}
+
+// runInPod runs the sandbox tests in a pod-like runc container as uid with
+// caps, and returns their output.
+func runInPod(t *testing.T, runc string, uid int, caps []string) string {
+	t.Helper()
 	bundle, err := os.MkdirTemp("", "kiln-podlike-")
 	if err != nil {
 		t.Fatal(err)
@@ -39,30 +72,20 @@ func TestRunInPodLikeContainer(t *testing.T) {
 	if err := chownTree(rootfs, podHostID); err != nil {
 		t.Fatal(err)
 	}
-	masked := "/proc/timer_list"
-	writePodConfig(t, bundle, runc, []string{
+	writePodConfig(t, bundle, runc, uid, caps, []string{
 		"/sandbox.test", "-test.v", "-test.count=1",
 		"-test.run=^(TestHelperReportMapping|TestRun|TestRunLeavesRootfsClean|TestRunKillsLeftovers|TestRunContextCancel|TestRunOverlay|TestRunDanglingSymlinks|TestRunMaskedProc)$",
 	}, []string{
-		"PATH=/bin", "TMPDIR=/tmp", "HOME=/root", envTestUserns + "=1", envTestHelper + "=mapping", envTestMasked + "=" + masked,
+		"PATH=/bin", "TMPDIR=/tmp", "HOME=/tmp", envTestUserns + "=1", envTestHelper + "=mapping", envTestMasked + "=/proc/timer_list",
 	})
-	id := fmt.Sprintf("kiln-sandbox-test-%d", os.Getpid())
-	cmd := exec.Command(runc, "run", "--bundle", bundle, id)
-	out, err := cmd.CombinedOutput()
+	id := fmt.Sprintf("kiln-sandbox-test-%d-%d", os.Getpid(), uid)
+	out, err := exec.Command(runc, "run", "--bundle", bundle, id).CombinedOutput()
 	exec.Command(runc, "delete", "--force", id).Run()
 	t.Log(string(out))
 	if err != nil {
 		t.Fatalf("tests in the pod-like container failed: %v", err)
 	}
-	r := parseChildReport(t, string(out))
-	if want := []IDRange{{0, 0, 65536}}; r.Mapping.Mode != ModeFull || !reflect.DeepEqual(r.UIDs, want) {
-		t.Errorf("mapping %s %v, want full %v", r.Mapping.Mode, r.UIDs, want)
-	}
-	for _, name := range []string{"TestRun", "TestRunOverlay", "TestRunMaskedProc"} {
-		if !strings.Contains(string(out), "--- PASS: "+name+" ") {
-			t.Errorf("%s did not pass in the container", name)
-		}
-	}
+	return string(out)
 }
 
 // copyTestBinaryWithLibs copies this test binary to /sandbox.test in rootfs,
@@ -110,7 +133,7 @@ func chownTree(dir string, id int) error {
 
 // writePodConfig writes bundle/config.json: runc's default spec turned into
 // what a hostUsers: false pod gets.
-func writePodConfig(t *testing.T, bundle, runc string, args, env []string) {
+func writePodConfig(t *testing.T, bundle, runc string, uid int, caps, args, env []string) {
 	t.Helper()
 	if out, err := exec.Command(runc, "spec", "--bundle", bundle).CombinedOutput(); err != nil {
 		t.Fatalf("runc spec: %v: %s", err, out)
@@ -124,10 +147,9 @@ func writePodConfig(t *testing.T, bundle, runc string, args, env []string) {
 	if err := json.Unmarshal(data, &spec); err != nil {
 		t.Fatal(err)
 	}
-	caps := []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-		"CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
 	proc := spec["process"].(map[string]any)
 	proc["terminal"] = false
+	proc["user"] = map[string]any{"uid": uid, "gid": uid}
 	proc["args"] = args
 	proc["env"] = env
 	proc["capabilities"] = map[string]any{"bounding": caps, "effective": caps, "permitted": caps}

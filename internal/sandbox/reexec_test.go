@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"syscall"
@@ -137,7 +138,7 @@ func TestRunUnprivileged(t *testing.T) {
 // TestDetect checks the report for the current process; TestDetectUnprivileged
 // re-runs it as the test users.
 func TestDetect(t *testing.T) {
-	r := Detect(context.Background(), t.TempDir())
+	r := Detect(context.Background(), filepath.Join(t.TempDir(), "store/not/yet"))
 	t.Log("\n" + r.String())
 	want := os.Getenv("KILN_SANDBOX_TEST_WANT_MODE")
 	if want == "" {

@@ -98,8 +98,14 @@ func mountSys(root *os.File) error {
 	return bindReadOnly(root, "/sys", "/sys")
 }
 
-// mountExtra makes one of Spec.Mounts.
+// mountExtra makes one of Spec.Mounts. Run created its mountpoint in the
+// rootfs unless it lies in a tmpfs of the sandbox (/dev, or an earlier tmpfs
+// mount), where it is created now.
 func mountExtra(root *os.File, m Mount) error {
+	var created []string
+	if err := ensurePath(root, mountpoint{m.Target, mountsDir(m)}, &created); err != nil {
+		return fmt.Errorf("creating mountpoint %s: %w", m.Target, err)
+	}
 	var err error
 	switch m.Type {
 	case "bind":

@@ -18,6 +18,11 @@ import (
 func TestRunOverlay(t *testing.T) {
 	testMapping(t)
 	lower := busyboxRootfs(t)
+	for _, d := range []string{"dev", "proc", "sys"} { // as in real images
+		if err := os.Mkdir(filepath.Join(lower, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	base := t.TempDir()
 	dirs := map[string]string{}
 	for _, n := range []string{"upper", "work", "merged"} {
@@ -31,7 +36,10 @@ func TestRunOverlay(t *testing.T) {
 		t.Skipf("cannot mount overlayfs here (%v): run on a kernel >= 5.11 with the test dir off overlayfs", err)
 	}
 	defer unix.Unmount(dirs["merged"], unix.MNT_DETACH)
-	spec := Spec{Rootfs: dirs["merged"], Hostname: "overlay", Mounts: []Mount{{Target: "/var/cache/x", Type: "tmpfs"}}}
+	spec := Spec{Rootfs: dirs["merged"], Hostname: "overlay", Mounts: []Mount{
+		{Target: "/var/cache/x", Type: "tmpfs"},
+		{Source: base, Target: "/dev/pipes", Type: "bind", ReadOnly: true},
+	}}
 	if _, err := runSh(t, spec, "echo new >/tmp/new; echo x >/etc/hosts; echo y >/var/cache/x/z"); err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -53,9 +53,6 @@ func (e *ExitError) Error() string {
 	}
 	return fmt.Sprintf("process exited with code %d", e.Code)
 }
-
-// stdioGrace is how long Run keeps copying stdio after the sandbox exited.
-const stdioGrace = 2 * time.Second
 
 // initConfig is what Run passes to the sandbox init over a pipe.
 type initConfig struct {
@@ -182,16 +179,37 @@ func mountpointsFor(cfg *initConfig) []mountpoint {
 	for _, name := range []string{"/etc/resolv.conf", "/etc/hosts", "/etc/hostname"} {
 		mps = append(mps, mountpoint{name, false})
 	}
+	shadowed := []string{"/dev"} // the sandbox's own tmpfs; the init creates mountpoints there
 	for _, m := range cfg.Mounts {
-		dir := true
-		if m.Type == "bind" {
-			if fi, err := os.Stat(m.Source); err == nil && !fi.IsDir() {
-				dir = false
-			}
+		if !beneathAny(m.Target, shadowed) {
+			mps = append(mps, mountpoint{m.Target, mountsDir(m)})
 		}
-		mps = append(mps, mountpoint{m.Target, dir})
+		if m.Type == "tmpfs" {
+			shadowed = append(shadowed, m.Target)
+		}
 	}
 	return mps
+}
+
+// mountsDir reports whether m mounts a directory (else a file).
+func mountsDir(m Mount) bool {
+	if m.Type == "bind" {
+		if fi, err := os.Stat(m.Source); err == nil && !fi.IsDir() {
+			return false
+		}
+	}
+	return true
+}
+
+// beneathAny reports whether p lies strictly beneath one of dirs.
+func beneathAny(p string, dirs []string) bool {
+	p = filepath.Clean(p)
+	for _, d := range dirs {
+		if strings.HasPrefix(p, filepath.Clean(d)+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // startInit starts the sandbox init, hands it cfg and waits for its report.
@@ -212,10 +230,13 @@ func startInit(ctx context.Context, spec Spec, cfg *initConfig) error {
 	cmd := exec.CommandContext(ctx, "/proc/self/exe")
 	cmd.Args[0] = "kiln-sandbox-init"
 	cmd.Env = append(os.Environ(), envRole+"="+roleInit)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = spec.Stdin, spec.Stdout, spec.Stderr
-	// When the sandbox is gone, stop copying stdio after a grace period, so a
-	// Stdin that never reaches EOF cannot keep Run waiting.
-	cmd.WaitDelay = stdioGrace
+	cmd.Stdout, cmd.Stderr = spec.Stdout, spec.Stderr
+	stdin, err := feedStdin(spec.Stdin)
+	if err != nil {
+		return err
+	}
+	defer stdin.Close()
+	cmd.Stdin = stdin.reader()
 	cmd.ExtraFiles = []*os.File{cfgR, statW}
 	flags := syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
 	if cfg.NetworkNone {
@@ -227,6 +248,7 @@ func startInit(ctx context.Context, spec Spec, cfg *initConfig) error {
 	}
 	cfgR.Close()
 	statW.Close()
+	stdin.started()
 	encErr := json.NewEncoder(cfgW).Encode(cfg)
 	cfgW.Close()
 	report := make(chan []byte, 1)
@@ -253,4 +275,56 @@ func startInit(ctx context.Context, spec Spec, cfg *initConfig) error {
 		return &ExitError{Code: res.Code, Signal: res.Signal}
 	}
 	return nil
+}
+
+// stdinFeed hands a Stdin that is not a file to the sandbox through a pipe.
+// Unlike os/exec, Run does not wait for such a Stdin to reach EOF: once the
+// sandbox is gone the pipe is closed, and the copying goroutine ends at its
+// next Read.
+type stdinFeed struct {
+	r, w *os.File // r is nil when there is no Stdin
+	file *os.File // Stdin itself when it is a file
+}
+
+func feedStdin(in io.Reader) (*stdinFeed, error) {
+	if in == nil {
+		return &stdinFeed{}, nil
+	}
+	if f, ok := in.(*os.File); ok {
+		return &stdinFeed{file: f}, nil
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("creating sandbox stdin pipe: %w", err)
+	}
+	go func() {
+		io.Copy(w, in)
+		w.Close()
+	}()
+	return &stdinFeed{r: r, w: w}, nil
+}
+
+// reader returns what the init's stdin should be.
+func (f *stdinFeed) reader() io.Reader {
+	switch {
+	case f.file != nil:
+		return f.file
+	case f.r != nil:
+		return f.r
+	}
+	return nil
+}
+
+// started closes the parent's copy of the read end once the init has its own.
+func (f *stdinFeed) started() {
+	if f.r != nil {
+		f.r.Close()
+	}
+}
+
+// Close stops feeding: the copying goroutine's next write fails.
+func (f *stdinFeed) Close() {
+	if f.w != nil {
+		f.w.Close()
+	}
 }

@@ -86,8 +86,10 @@ func TestRun(t *testing.T) {
 		{name: "mounts", spec: Spec{Mounts: []Mount{
 			{Source: shared, Target: "/mnt/shared", Type: "bind", ReadOnly: true},
 			{Target: "/scratch", Type: "tmpfs"},
-		}}, script: "cat /mnt/shared/f; touch /mnt/shared/x 2>/dev/null || echo ro; touch /scratch/y && echo rw",
-			want: "from host\nro\nrw\n"},
+			{Source: shared, Target: "/dev/pipes", Type: "bind", ReadOnly: true},
+			{Source: shared, Target: "/scratch/sub", Type: "bind"},
+		}}, script: "cat /mnt/shared/f; touch /mnt/shared/x 2>/dev/null || echo ro; touch /scratch/y && echo rw; cat /dev/pipes/f /scratch/sub/f",
+			want: "from host\nro\nrw\nfrom host\nfrom host\n"},
 	}
 	if m.Size() == 1 {
 		tests = append(tests, struct {
