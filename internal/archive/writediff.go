@@ -38,7 +38,13 @@ func WriteDiff(ctx context.Context, w io.Writer, dir string, opts WriteOptions) 
 		opts:  opts,
 		links: make(map[inode]string),
 	}
-	if err := d.walk(ctx, dir, ""); err != nil {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("writing layer from %s: %w", dir, &os.PathError{Op: "open", Path: dir, Err: err})
+	}
+	err = d.walk(ctx, fd, dir, "")
+	unix.Close(fd)
+	if err != nil {
 		return fmt.Errorf("writing layer from %s: %w", dir, err)
 	}
 	if err := d.tw.Close(); err != nil {
@@ -63,17 +69,19 @@ type child struct {
 	whiteout      bool
 }
 
-// walk writes the children of the directory abs, whose tar name is rel ("" for the root).
-func (d *differ) walk(ctx context.Context, abs, rel string) error {
+// walk writes the children of the directory open as dirfd, whose tar name is rel ("" for the
+// root) and whose path, for messages, is shown. Every entry is reached from its parent's
+// descriptor without following symlinks, so a tree that changes while it is written (a
+// process left over from a RUN step) cannot lead the walk outside it.
+func (d *differ) walk(ctx context.Context, dirfd int, shown, rel string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	children, err := readChildren(abs)
+	children, err := readChildren(dirfd)
 	if err != nil {
-		return err
+		return fmt.Errorf("reading directory %s: %w", shown, err)
 	}
 	for _, c := range children {
-		p := filepath.Join(abs, c.name)
 		name := c.tarName
 		if rel != "" {
 			name = rel + "/" + c.tarName
@@ -84,45 +92,57 @@ func (d *differ) walk(ctx context.Context, abs, rel string) error {
 			}
 			continue
 		}
-		if err := d.entry(p, name, &c.st); err != nil {
-			return err
+		p := filepath.Join(shown, c.name)
+		if err := d.entry(dirfd, c.name, name, &c.st); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
 		}
-		if c.st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			continue
-		}
-		if opaque, err := isOpaque(p); err != nil {
-			return err
-		} else if opaque {
-			if err := d.tw.WriteHeader(marker(name + "/" + opaqueMarker)); err != nil {
-				return fmt.Errorf("writing opaque marker of %s: %w", name, err)
+		if c.st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			if err := d.subdir(ctx, dirfd, c.name, p, name); err != nil {
+				return err
 			}
-		}
-		if err := d.walk(ctx, p, name); err != nil {
-			return err
 		}
 	}
 	return nil
 }
 
-// readChildren lists dir with each entry's lstat, sorted by tar name.
-func readChildren(dir string) ([]child, error) {
-	f, err := os.Open(dir)
+// subdir writes the opaque marker, if any, and the children of the directory name in dirfd.
+func (d *differ) subdir(ctx context.Context, dirfd int, name, shown, tarName string) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("opening %s: %w", shown, err)
+	}
+	defer unix.Close(fd)
+	opaque, err := isOpaque(fdPath(fd, "."))
+	if err != nil {
+		return fmt.Errorf("%s: %w", shown, err)
+	}
+	if opaque {
+		if err := d.tw.WriteHeader(marker(tarName + "/" + opaqueMarker)); err != nil {
+			return fmt.Errorf("writing opaque marker of %s: %w", tarName, err)
+		}
+	}
+	return d.walk(ctx, fd, shown, tarName)
+}
+
+// readChildren lists the directory open as dirfd with each entry's lstat, sorted by tar name.
+func readChildren(dirfd int) ([]child, error) {
+	fd, err := unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
+	f := os.NewFile(uintptr(fd), ".")
 	names, err := f.Readdirnames(-1)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("reading directory %s: %w", dir, err)
+		return nil, err
 	}
 	children := make([]child, 0, len(names))
 	for _, n := range names {
 		c := child{name: n, tarName: n}
-		p := filepath.Join(dir, n)
-		if err := unix.Lstat(p, &c.st); err != nil {
-			return nil, fmt.Errorf("inspecting %s: %w", p, err)
+		if err := unix.Fstatat(dirfd, n, &c.st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return nil, fmt.Errorf("inspecting %s: %w", n, err)
 		}
-		if c.whiteout, err = isWhiteout(p, &c.st); err != nil {
+		if c.whiteout, err = isWhiteout(fdPath(dirfd, n), &c.st); err != nil {
 			return nil, err
 		}
 		if c.whiteout {
@@ -158,7 +178,7 @@ func isOpaque(p string) (bool, error) {
 			return true, nil
 		}
 		if err != nil && !isNoXattr(err) {
-			return false, fmt.Errorf("reading %s of %s: %w", name, p, err)
+			return false, fmt.Errorf("reading %s: %w", name, err)
 		}
 	}
 	return false, nil
@@ -172,7 +192,7 @@ func hasXattr(p, name string) (bool, error) {
 	if isNoXattr(err) {
 		return false, nil
 	}
-	return false, fmt.Errorf("reading %s of %s: %w", name, p, err)
+	return false, fmt.Errorf("reading %s: %w", name, err)
 }
 
 func isNoXattr(err error) bool {

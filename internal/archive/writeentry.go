@@ -4,15 +4,16 @@ import (
 	"archive/tar"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// entry writes the header, and for a regular file the content, of p under the tar name name.
-func (d *differ) entry(p, name string, st *unix.Stat_t) error {
+// entry writes the header, and for a regular file the content, of the entry base of the
+// directory dirfd under the tar name name.
+func (d *differ) entry(dirfd int, base, name string, st *unix.Stat_t) error {
+	p := fdPath(dirfd, base) // for l* calls: the last element is not followed
 	hdr := &tar.Header{
 		Name:    name,
 		Mode:    int64(st.Mode & 0o7777),
@@ -29,9 +30,9 @@ func (d *differ) entry(p, name string, st *unix.Stat_t) error {
 		hdr.Size = st.Size
 	case unix.S_IFLNK:
 		hdr.Typeflag = tar.TypeSymlink
-		target, err := os.Readlink(p)
+		target, err := readlinkat(dirfd, base)
 		if err != nil {
-			return fmt.Errorf("reading symlink %s: %w", p, err)
+			return fmt.Errorf("reading symlink: %w", err)
 		}
 		hdr.Linkname = target
 	case unix.S_IFIFO:
@@ -68,7 +69,7 @@ func (d *differ) entry(p, name string, st *unix.Stat_t) error {
 		return err
 	}
 	if hdr.Typeflag == tar.TypeReg && hdr.Size > 0 {
-		return d.content(p, hdr)
+		return d.content(dirfd, base, hdr)
 	}
 	return nil
 }
@@ -80,20 +81,21 @@ func (d *differ) writeHeader(hdr *tar.Header) error {
 	return nil
 }
 
-// content copies exactly hdr.Size bytes of p; a file that changed size while being written is
-// an error rather than a corrupt layer.
-func (d *differ) content(p string, hdr *tar.Header) error {
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+// content copies exactly hdr.Size bytes of base in dirfd; a file that changed size while
+// being written is an error rather than a corrupt layer.
+func (d *differ) content(dirfd int, base string, hdr *tar.Header) error {
+	fd, err := unix.Openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("opening %s: %w", p, err)
+		return fmt.Errorf("opening: %w", err)
 	}
+	f := fdFile(fd, base)
 	defer f.Close()
 	n, err := io.Copy(d.tw, f)
 	if err != nil {
-		return fmt.Errorf("copying %s: %w", p, err)
+		return fmt.Errorf("copying content: %w", err)
 	}
 	if n != hdr.Size {
-		return fmt.Errorf("copying %s: size changed from %d to %d while writing", p, hdr.Size, n)
+		return fmt.Errorf("copying content: size changed from %d to %d while writing", hdr.Size, n)
 	}
 	return nil
 }
@@ -114,7 +116,7 @@ func readXattrs(p string) (map[string]string, error) {
 		if isNoXattr(err) {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("listing xattrs of %s: %w", p, err)
+		return nil, fmt.Errorf("listing xattrs: %w", err)
 	}
 	if size == 0 {
 		return nil, nil
@@ -122,7 +124,7 @@ func readXattrs(p string) (map[string]string, error) {
 	buf := make([]byte, size)
 	size, err = unix.Llistxattr(p, buf)
 	if err != nil {
-		return nil, fmt.Errorf("listing xattrs of %s: %w", p, err)
+		return nil, fmt.Errorf("listing xattrs: %w", err)
 	}
 	var names []string
 	for start := 0; start < size; {
@@ -151,7 +153,7 @@ func getXattr(p, name string) (string, error) {
 	for {
 		size, err := unix.Lgetxattr(p, name, nil)
 		if err != nil {
-			return "", fmt.Errorf("reading xattr %s of %s: %w", name, p, err)
+			return "", fmt.Errorf("reading xattr %s: %w", name, err)
 		}
 		buf := make([]byte, size)
 		n, err := unix.Lgetxattr(p, name, buf)
@@ -159,7 +161,7 @@ func getXattr(p, name string) (string, error) {
 			continue
 		}
 		if err != nil {
-			return "", fmt.Errorf("reading xattr %s of %s: %w", name, p, err)
+			return "", fmt.Errorf("reading xattr %s: %w", name, err)
 		}
 		return string(buf[:n]), nil
 	}

@@ -182,13 +182,20 @@ func runCase(t *testing.T, newS func(string) (Snapshotter, error), tc conformanc
 		}
 	}
 
-	// The committed diff dir serves as a lower...
-	checkStack(t, s, []string{base, diff}, tc.want)
-	// ...and so does the layer tar, unpacked the way the store unpacks pulled layers.
+	// The layer tar, unpacked the way the store unpacks pulled layers, and the committed diff
+	// dir both serve as lowers, for this snapshotter and the other one alike.
 	fromTar := filepath.Join(store, "layers", "fromtar")
 	must(t, os.Mkdir(fromTar, 0o755))
 	must(t, archive.Extract(ctx, bytes.NewReader(raw), fromTar, archive.ExtractOptions{}))
-	checkStack(t, s, []string{base, fromTar}, tc.want)
+	for _, d := range drivers() {
+		viewer, err := d.new(filepath.Join(store, "view-"+d.name))
+		must(t, err)
+		for _, top := range []string{diff, fromTar} {
+			t.Run("view/"+d.name+"/"+filepath.Base(top), func(t *testing.T) {
+				checkStack(t, viewer, []string{base, top}, tc.want)
+			})
+		}
+	}
 }
 
 func checkStack(t *testing.T, s Snapshotter, lowers []string, want func(fsT)) {

@@ -34,7 +34,8 @@ type Active interface {
 	// Commit writes the snapshot's changes relative to its lowers as an uncompressed OCI layer
 	// tar to w (archive.WriteDiff rules) and moves them, in overlay format, to dest (a path that
 	// must not exist yet, on the same filesystem as the snapshotter's root), so dest can serve as
-	// a lower later. Commit releases the snapshot.
+	// a lower later. Commit releases the snapshot, also when it fails (dest then does not
+	// exist).
 	Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error
 	// Release unmounts and deletes the snapshot without committing. Safe to call after Commit
 	// and more than once.

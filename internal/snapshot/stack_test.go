@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/kiln-build/kiln/internal/archive"
 )
 
@@ -119,5 +121,56 @@ func TestOverlayUnsupported(t *testing.T) {
 	must(t, err)
 	if _, ok := good.(*overlay); !ok {
 		t.Errorf("New(auto) where overlay works gave %T", good)
+	}
+}
+
+// TestLegacyMount exercises the mount(2) path kept for kernels before 6.8, with the
+// separators its option syntax needs escaped, and its one-page limit.
+func TestLegacyMount(t *testing.T) {
+	dir := t.TempDir()
+	var lowers []string
+	for _, name := range []string{"bottom,with:odd", `top\slash`} {
+		l := filepath.Join(dir, name)
+		must(t, os.MkdirAll(l, 0o755))
+		must(t, os.WriteFile(filepath.Join(l, "f"), []byte(name), 0o644))
+		lowers = append(lowers, l)
+	}
+	for _, sub := range []string{"upper", "work", "merged"} {
+		must(t, os.Mkdir(filepath.Join(dir, sub), 0o755))
+	}
+	merged := filepath.Join(dir, "merged")
+	must(t, legacyMountOverlay(lowers, filepath.Join(dir, "upper"), filepath.Join(dir, "work"), merged))
+	defer unix.Unmount(merged, 0)
+	fsT{t, merged}.content("f", `top\slash`)
+
+	many := make([]string, 200)
+	for i := range many {
+		many[i] = filepath.Join(dir, fmt.Sprintf("layer-%03d-%s", i, strings.Repeat("x", 20)))
+	}
+	err := legacyMountOverlay(many, filepath.Join(dir, "upper"), filepath.Join(dir, "work"), merged)
+	if err == nil || !strings.Contains(err.Error(), "exceed a page") {
+		t.Errorf("200 long lowers through mount(2): %v, want the one-page error", err)
+	}
+}
+
+// TestCommitWhileBusy commits while a file in the snapshot is still open, as when a RUN
+// step leaves a process behind: the commit must still succeed and capture the change.
+func TestCommitWhileBusy(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			store := t.TempDir()
+			s, err := d.new(filepath.Join(store, "snapshots"))
+			must(t, err)
+			a, err := s.Prepare(context.Background(), nil)
+			must(t, err)
+			fsT{t, a.Root()}.write("held", "open", 0o644)
+			f, err := os.Open(filepath.Join(a.Root(), "held"))
+			must(t, err)
+			defer f.Close()
+			_, hdrs := commit(t, a, filepath.Join(store, "layer"))
+			if hdrs["held"] == nil {
+				t.Errorf("layer lacks the file held open: %v", sortedNames(hdrs))
+			}
+		})
 	}
 }
