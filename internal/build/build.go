@@ -114,6 +114,11 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("opening the store %s: %w", req.StoreRoot, err)
 	}
 	defer st.Close()
+	unlock, err := st.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	snap, err := snapshot.New(filepath.Join(st.Root(), "snapshots"), req.StorageDriver)
 	if err != nil {
 		return nil, fmt.Errorf("setting up the %q storage driver in %s: %w", req.StorageDriver, st.Root(), err)

@@ -46,7 +46,7 @@ func (c *copier) tryExtract(src string) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	if err := archive.Extract(c.ctx, br, dst, archive.ExtractOptions{}); err != nil {
+	if err := archive.Extract(c.ctx, br, dst, archive.ExtractOptions{LiteralWhiteouts: true}); err != nil {
 		return true, fmt.Errorf("%s: extracting %s: %w", c.spec.Instruction, filepath.Base(src), err)
 	}
 	return true, nil

@@ -55,9 +55,9 @@ type assembled struct {
 	layers           map[v1.Hash]*Layer
 }
 
-func (a *assembled) RawConfigFile() ([]byte, error)     { return a.config, nil }
+func (a *assembled) RawConfigFile() ([]byte, error)      { return a.config, nil }
 func (a *assembled) MediaType() (types.MediaType, error) { return a.mediaType, nil }
-func (a *assembled) RawManifest() ([]byte, error)       { return a.manifest, nil }
+func (a *assembled) RawManifest() ([]byte, error)        { return a.manifest, nil }
 
 func (a *assembled) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 	if l, ok := a.layers[h]; ok {

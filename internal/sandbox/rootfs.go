@@ -102,8 +102,7 @@ func mountSys(root *os.File) error {
 // rootfs unless it lies in a tmpfs of the sandbox (/dev, or an earlier tmpfs
 // mount), where it is created now.
 func mountExtra(root *os.File, m Mount) error {
-	var created []string
-	if err := ensurePath(root, mountpoint{m.Target, mountsDir(m)}, &created); err != nil {
+	if err := ensurePath(root, mountpoint{m.Target, mountsDir(m)}, &stubs{parents: map[string]*times{}}); err != nil {
 		return fmt.Errorf("creating mountpoint %s: %w", m.Target, err)
 	}
 	var err error

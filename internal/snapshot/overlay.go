@@ -110,6 +110,7 @@ func prepareOverlayDir(dir string, lowers []string) (*overlayActive, error) {
 	if err := mountOverlay(abs, a.upper(), filepath.Join(dir, "work"), a.Root()); err != nil {
 		return nil, err
 	}
+	a.lowers = abs
 	a.mounted = true
 	return a, nil
 }
@@ -117,6 +118,7 @@ func prepareOverlayDir(dir string, lowers []string) (*overlayActive, error) {
 // overlayActive is one mounted overlay snapshot.
 type overlayActive struct {
 	dir     string
+	lowers  []string // bottom first; nil for an empty rootfs
 	mounted bool
 }
 
@@ -148,6 +150,9 @@ func (a *overlayActive) Commit(ctx context.Context, w io.Writer, dest string, op
 		return fmt.Errorf("committing snapshot %s: destination %s exists", a.dir, dest)
 	}
 	if err := a.unmount(); err != nil {
+		return fmt.Errorf("committing snapshot %s: %w", a.dir, err)
+	}
+	if err := pruneUnchangedDirs(ctx, a.upper(), a.lowers); err != nil {
 		return fmt.Errorf("committing snapshot %s: %w", a.dir, err)
 	}
 	if err := archive.WriteDiff(ctx, w, a.upper(), opts); err != nil {

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -53,16 +52,10 @@ func (st *stageState) run(ctx context.Context, c *instructions.RunCommand, text 
 	}
 	plan := st.s.cfg.Plan
 	st.s.out.printf("%s %s\n", plan.Describe(st.index), text)
-	start := time.Now()
-	err = st.changeFS(ctx, text, func(root string) error {
+	return st.changeFS(ctx, text, func(root string) error {
 		spec.Rootfs = root
 		return executor.Run(ctx, spec, st.s.out)
 	})
-	if err != nil {
-		return err
-	}
-	st.s.out.printf("%s   done in %s\n", plan.Describe(st.index), time.Since(start).Round(time.Millisecond))
-	return nil
 }
 
 // runArgs returns RUN's argv. A heredoc with a shebang becomes a script file (returned so the

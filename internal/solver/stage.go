@@ -166,6 +166,7 @@ func (st *stageState) addHistory(createdBy string, emptyLayer bool) {
 // changeFS runs fn on a writable snapshot of the stage's rootfs and commits what it changed as
 // a new layer. A step that changes nothing adds no layer (its history says empty_layer).
 func (st *stageState) changeFS(ctx context.Context, createdBy string, fn func(root string) error) error {
+	start := time.Now()
 	active, err := st.s.cfg.Snapshotter.Prepare(ctx, st.dirs)
 	if err != nil {
 		return fmt.Errorf("preparing a snapshot: %w", err)
@@ -178,14 +179,29 @@ func (st *stageState) changeFS(ctx context.Context, createdBy string, fn func(ro
 	if err != nil {
 		return err
 	}
+	took := time.Since(start).Round(time.Millisecond)
 	if layer == nil {
+		st.s.out.printf("%s --> %s, no changes\n", st.s.cfg.Plan.Describe(st.index), took)
 		st.addHistory(createdBy, true)
 		return nil
 	}
+	st.s.out.printf("%s --> %s, layer %s (%s)\n", st.s.cfg.Plan.Describe(st.index), took, layer.Desc.Digest.Hex[:12], humanBytes(layer.Desc.Size))
 	st.layers = append(st.layers, layer)
 	st.dirs = append(st.dirs, dir)
 	st.addHistory(createdBy, false)
 	return nil
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // emptyTarSize is the size of a layer tar without entries (two zero blocks).

@@ -1,0 +1,56 @@
+package snapshot
+
+import (
+	"archive/tar"
+	"context"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// A directory that a RUN sandbox touched only to hold a mountpoint stub (created, removed,
+// times restored) must not appear in the layer, for either driver; one whose content or
+// metadata really changed must.
+func TestUnchangedDirectoriesStayOutOfTheLayer(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			base := t.TempDir()
+			lower := fsT{t, filepath.Join(base, "lower")}
+			lower.write("etc/passwd", "root:x:0:0::/root:/bin/sh\n", 0o644)
+			lower.write("var/lib/x", "x", 0o644)
+			s, err := d.new(filepath.Join(base, "snaps"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := s.Prepare(context.Background(), []string{lower.root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := fsT{t, a.Root()}
+			var before unix.Stat_t
+			root.must(unix.Lstat(root.p("etc"), &before))
+			root.write("etc/hosts", "", 0o644)
+			root.rm("etc/hosts")
+			root.must(unix.UtimesNanoAt(unix.AT_FDCWD, root.p("etc"), []unix.Timespec{before.Atim, before.Mtim}, unix.AT_SYMLINK_NOFOLLOW))
+			root.write("var/lib/new", "n", 0o644) // a real change below an unchanged parent
+			_, headers := commit(t, a, filepath.Join(base, "dest"))
+			if _, ok := headers["etc/"]; ok {
+				t.Errorf("etc/ is in the layer though nothing in it changed: %v", keys(headers))
+			}
+			for _, want := range []string{"var/", "var/lib/", "var/lib/new"} {
+				if _, ok := headers[want]; !ok {
+					t.Errorf("%s missing from the layer: %v", want, keys(headers))
+				}
+			}
+		})
+	}
+}
+
+func keys(m map[string]*tar.Header) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
