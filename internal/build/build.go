@@ -119,7 +119,13 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	defer unlock()
-	snap, err := snapshot.New(filepath.Join(st.Root(), "snapshots"), req.StorageDriver)
+	// Snapshots live in this build's temporary session of the store, so whatever a killed
+	// build leaves there is removed by the next Open.
+	snapRoot, err := st.TempDir("snapshots-")
+	if err != nil {
+		return nil, err
+	}
+	snap, err := snapshot.New(snapRoot, req.StorageDriver)
 	if err != nil {
 		return nil, fmt.Errorf("setting up the %q storage driver in %s: %w", req.StorageDriver, st.Root(), err)
 	}

@@ -27,6 +27,7 @@ type Spec struct {
 	Network  string   // "host" (default: share the caller's network namespace) or "none"
 	Mounts   []Mount  // extra mounts, made after the standard ones
 	NoSync   bool     // make fsync, fdatasync, sync, syncfs, sync_file_range and msync(MS_SYNC) no-ops
+	TempDir  string   // where the sandbox keeps its own files (the etc copies); "" = os.TempDir()
 	Stdin    io.Reader
 	Stdout   io.Writer
 	Stderr   io.Writer
@@ -86,7 +87,7 @@ func Run(ctx context.Context, spec Spec) (err error) {
 		return fmt.Errorf("opening rootfs: %w", err)
 	}
 	defer root.Close()
-	tmp, err := os.MkdirTemp("", "kiln-sandbox-")
+	tmp, err := os.MkdirTemp(spec.TempDir, "kiln-sandbox-")
 	if err != nil {
 		return fmt.Errorf("creating sandbox temp dir: %w", err)
 	}

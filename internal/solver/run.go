@@ -30,7 +30,13 @@ func (st *stageState) run(ctx context.Context, c *instructions.RunCommand, text 
 		return err
 	}
 	defer release()
+	tmp, err := st.s.cfg.Store.TempDir("run-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
 	spec := sandbox.Spec{
+		TempDir: tmp,
 		Args:    args,
 		Env:     append(st.runEnv(), secretEnv...),
 		Mounts:  mounts,
