@@ -20,7 +20,9 @@ func newDoctorCommand() *cobra.Command {
 			if root == "" {
 				root = build.DefaultStoreRoot()
 			}
-			fmt.Print(sandbox.Detect(cmd.Context(), root).String())
+			report := sandbox.Detect(cmd.Context(), root)
+			fmt.Print(report.String())
+			fmt.Println(report.Plan())
 			return nil
 		},
 	}

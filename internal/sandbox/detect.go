@@ -72,11 +72,28 @@ func Detect(ctx context.Context, storeDir string) Report {
 	if os.Geteuid() != 0 {
 		r.Checks = append(r.Checks, idMapToolCheck("newuidmap"), idMapToolCheck("newgidmap"), subIDCheck())
 	}
+	if storeDir != "" {
+		r.Checks = append(r.Checks, storeFSCheck(storeDir))
+	}
 	if startErr == nil {
 		r.Checks = append(r.Checks, probe...)
 	}
 	r.Checks = append(r.Checks, confinementChecks()...)
 	return r
+}
+
+// Plan summarises how kiln will build here: the id mapping and the snapshotter.
+func (r Report) Plan() string {
+	driver := "copy (overlayfs cannot be mounted on the store)"
+	for _, c := range r.Checks {
+		if c.Name == "overlay" && c.OK {
+			driver = "overlay"
+		}
+	}
+	if !r.MappingOK {
+		return "kiln cannot build here: it cannot create a user namespace (see the fixes above)"
+	}
+	return fmt.Sprintf("kiln will build with the %s id mapping (%d ids) and %s snapshots", r.Mapping.Mode, r.Mapping.Size(), driver)
 }
 
 func userNamespaceCheck(startErr error) Check {
