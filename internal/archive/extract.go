@@ -89,6 +89,10 @@ func (x *extractor) warnf(format string, args ...any) {
 
 // entry applies one tar entry.
 func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
+	if climbs(hdr.Name) {
+		// No honest layer names a path above its root; treat it as an attack, not a typo.
+		return fmt.Errorf("the entry climbs out of the layer with \"..\": refusing a hostile layer")
+	}
 	rel := cleanRel(hdr.Name)
 	parent, base := splitRel(rel)
 	switch {

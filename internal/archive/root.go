@@ -35,6 +35,14 @@ func cleanRel(name string) string {
 	return strings.TrimPrefix(p, "/")
 }
 
+// climbs reports whether a tar entry name, read as a relative path, goes above its root
+// ("../x", "a/../../x"). Leading "/" is not climbing: such names are taken relative to the root,
+// as GNU tar does.
+func climbs(name string) bool {
+	p := path.Clean(strings.TrimLeft(name, "/"))
+	return p == ".." || strings.HasPrefix(p, "../")
+}
+
 // openDir opens the directory rel (clean, relative) inside the root, following symlinks only
 // within the root and never through /proc magic links.
 func (r *root) openDir(rel string) (int, error) {
