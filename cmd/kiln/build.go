@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/executor"
 	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/sandbox"
 	"github.com/kiln-build/kiln/internal/solver"
@@ -47,6 +49,13 @@ func newBuildCommand() *cobra.Command {
 			}
 			start := time.Now()
 			res, err := build.Build(cmd.Context(), req)
+			var runErr *executor.RunError
+			if f.quiet && errors.As(err, &runErr) {
+				// The step's output was not streamed: show how it ended.
+				for _, l := range runErr.Tail {
+					fmt.Fprintln(os.Stderr, "  | "+l)
+				}
+			}
 			if err != nil {
 				return err
 			}
