@@ -28,6 +28,9 @@ type ExtractOptions struct {
 	// SquashOwners makes files whose owner cannot be set (EINVAL/EPERM from lchown in a
 	// user namespace with a single id mapped) owned by 0:0 instead of failing.
 	SquashOwners bool
+	// Owner, when set, owns every extracted entry ({uid, gid}) whatever the tar says, as
+	// ADD --chown does for a local archive.
+	Owner *[2]int
 	// Warnings, when set, receives one line per entry that was skipped or only partly applied
 	// (device nodes, unknown entry types, xattrs the kernel refused).
 	Warnings io.Writer

@@ -45,7 +45,11 @@ func (x *extractor) meta(pfd int, base string, hdr *tar.Header, setTimes bool) e
 }
 
 func (x *extractor) chown(pfd int, base string, hdr *tar.Header) error {
-	err := unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW)
+	uid, gid := hdr.Uid, hdr.Gid
+	if o := x.opts.Owner; o != nil {
+		uid, gid = o[0], o[1]
+	}
+	err := unix.Fchownat(pfd, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW)
 	if err == nil {
 		return nil
 	}
@@ -54,11 +58,11 @@ func (x *extractor) chown(pfd int, base string, hdr *tar.Header) error {
 		// namespace with a single id mapped, that is 0:0 already.
 		err := unix.Fchownat(pfd, base, 0, 0, unix.AT_SYMLINK_NOFOLLOW)
 		if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("setting owner 0:0 in place of %d:%d: %w", hdr.Uid, hdr.Gid, err)
+			return fmt.Errorf("setting owner 0:0 in place of %d:%d: %w", uid, gid, err)
 		}
 		return nil
 	}
-	return fmt.Errorf("setting owner %d:%d: %w", hdr.Uid, hdr.Gid, err)
+	return fmt.Errorf("setting owner %d:%d: %w", uid, gid, err)
 }
 
 // xattrs sets the PAX SCHILY.xattr.* records of hdr, in sorted order. Overlay metadata is

@@ -46,7 +46,11 @@ func (c *copier) tryExtract(src string) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	if err := archive.Extract(c.ctx, br, dst, archive.ExtractOptions{LiteralWhiteouts: true}); err != nil {
+	opts := archive.ExtractOptions{LiteralWhiteouts: true}
+	if o := c.spec.Chown; o != nil {
+		opts.Owner = &[2]int{o.UID, o.GID}
+	}
+	if err := archive.Extract(c.ctx, br, dst, opts); err != nil {
 		return true, fmt.Errorf("%s: extracting %s: %w", c.spec.Instruction, filepath.Base(src), err)
 	}
 	return true, nil

@@ -63,13 +63,13 @@ func (c *copier) copySource(rel string) error {
 	return c.copyEntry(src, dst, fi)
 }
 
-// prepareDest creates dest's parent directories and returns dest's host path, with the last
-// component not followed (a symlink there is replaced, not written through).
+// prepareDest creates dest's parent directories and returns dest's host path. A symlink at
+// dest is followed inside the rootfs, as BuildKit does: the file it points to is written.
 func (c *copier) prepareDest(dest string) (string, error) {
 	if _, err := c.mkdirAll(path.Dir(dest)); err != nil {
 		return "", err
 	}
-	return rootpath.Resolve(c.rootfs, dest, false)
+	return rootpath.Resolve(c.rootfs, dest, true)
 }
 
 // mkdirAll creates dir and its missing parents inside the rootfs, owned by Chown (or 0:0), mode

@@ -42,7 +42,7 @@ func (st *stageState) run(ctx context.Context, c *instructions.RunCommand, text 
 		Mounts:  mounts,
 		Dir:     st.cfg.Config.WorkingDir,
 		User:    st.cfg.Config.User,
-		Network: st.s.cfg.Network,
+		Network: runNetwork(c, st.s.cfg.Network),
 		NoSync:  st.s.cfg.NoSync,
 	}
 	if script != nil {
@@ -125,4 +125,15 @@ func mkdirIn(root, dir string, owner executor.Owner) error {
 		}
 	}
 	return nil
+}
+
+// runNetwork is a RUN's network: its --network flag, else the build's --network.
+func runNetwork(c *instructions.RunCommand, build string) string {
+	switch instructions.GetNetwork(c) {
+	case instructions.NetworkNone:
+		return "none"
+	case instructions.NetworkHost:
+		return "host"
+	}
+	return build
 }

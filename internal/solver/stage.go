@@ -79,7 +79,8 @@ func (s *Solver) baseState(ctx context.Context, stage *frontend.Stage) (*stageSt
 	case strings.EqualFold(stage.Base, "scratch"):
 		os, arch, _ := strings.Cut(s.platform(stage), "/")
 		arch, _, _ = strings.Cut(arch, "/")
-		st.cfg = v1.ConfigFile{OS: os, Architecture: arch}
+		// BuildKit gives images built FROM scratch Docker's default PATH.
+		st.cfg = v1.ConfigFile{OS: os, Architecture: arch, Config: v1.Config{Env: []string{defaultPath}}}
 	default:
 		img, err := s.cfg.Bases.Resolve(ctx, stage.Base, stage.Platform)
 		if err != nil {

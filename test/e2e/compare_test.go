@@ -43,6 +43,13 @@ type knownDifference struct {
 // knownDifferences lists every difference tolerated in all comparisons.
 func knownDifferences() []knownDifference {
 	return []knownDifference{{
+		name: "history-convention",
+		why: "kiln writes history as BuildKit does: no entry for ARG, a layer for a WORKDIR that " +
+			"creates its directory, no layer (empty_layer) for a RUN that changed nothing; buildah " +
+			"1.28 --layers records ARG, never makes a layer for WORKDIR and makes one for every RUN. " +
+			"What the layers add up to is compared through the flattened file trees instead",
+		field: "History",
+	}, {
 		name:  "buildah-version-label",
 		why:   "buildah stamps io.buildah.version on every image it builds; kiln adds no tool label",
 		label: "io.buildah.version",

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,11 +65,15 @@ func TestPodLike(t *testing.T) {
 			if err != nil {
 				t.Errorf("kiln doctor in pod as uid %d: %v", uid, err)
 			}
+			ref := fmt.Sprintf("%s/e2e/podlike:uid%d", registryAddr, uid)
 			_, stderr, err = pod.Run(ctx, uid, "kiln", "build", "--root", store,
 				"--output", "type=oci,dest="+out, "--insecure-registry", registryAddr,
-				filepath.Join(podlike.StorePath, "context"))
+				"-t", ref, "--push", filepath.Join(podlike.StorePath, "context"))
 			if err != nil {
 				t.Fatalf("kiln build in pod as uid %d: %v\n%s", uid, err, tail(stderr, 60))
+			}
+			if d := mustRun(t, Root, "skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://"+ref); !strings.HasPrefix(d, "sha256:") {
+				t.Errorf("the image pushed from the pod is not in the registry: skopeo says %q", d)
 			}
 			layout := filepath.Join(home, "oci")
 			if got := strings.TrimSpace(runBundle(t, umociUnpack(t, layout, ""))); got != "built-in-pod" {
