@@ -69,7 +69,8 @@ func Detect(ctx context.Context, storeDir string) Report {
 		}
 		r.Checks = append(r.Checks, c)
 	}
-	if os.Geteuid() != 0 {
+	// Inside a container newuidmap cannot help (no_new_privs): the mapping remedy says what does.
+	if os.Geteuid() != 0 && !inChildUserNamespace() {
 		r.Checks = append(r.Checks, idMapToolCheck("newuidmap"), idMapToolCheck("newgidmap"), subIDCheck())
 	}
 	if storeDir != "" {

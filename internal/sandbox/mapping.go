@@ -209,7 +209,24 @@ func singleRemedy() string {
 	if os.Getuid() == 0 {
 		return "give kiln CAP_SETUID and CAP_SETGID (in a pod: do not drop SETUID and SETGID in securityContext.capabilities)"
 	}
+	if inChildUserNamespace() {
+		// newuidmap cannot help inside a container (no_new_privs, no setuid binaries): the
+		// container's own ids are reachable only from its uid 0.
+		return "this process is already in a user namespace (a container or a hostUsers: false pod): run kiln there as uid 0 " +
+			"(runAsUser: 0 with hostUsers: false is an unprivileged id on the node), and kiln maps all the ids the pod owns"
+	}
 	return subuidRemedy(currentUserName())
+}
+
+// inChildUserNamespace reports whether this process runs in a user namespace other than the
+// initial one, whose uid_map is the identity over every id.
+func inChildUserNamespace() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
 }
 
 // subuidRemedy tells a user how to get subordinate ranges.
