@@ -5,7 +5,6 @@ package executor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -206,6 +205,3 @@ func statIn(rootfs, p string) (fs.FileInfo, error) {
 	}
 	return os.Stat(host)
 }
-
-// isNotExist reports a missing path in a way that survives wrapping.
-func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

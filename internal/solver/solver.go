@@ -68,7 +68,6 @@ type Result struct {
 // Solver runs one Plan.
 type Solver struct {
 	cfg    Config
-	mu     sync.Mutex
 	stages map[int]*stageResult
 	out    *progress
 }
