@@ -54,7 +54,7 @@ func inInitialUserNamespace() bool {
 func reexecInUserNamespace() error {
 	var cmd *exec.Cmd
 	if os.Geteuid() == 0 {
-		cmd = exec.Command("/proc/self/exe", os.Args[1:]...)
+		cmd = exec.Command("/proc/self/exe", childArgs()...)
 		ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 400000, Size: 65536}}
 		cmd.SysProcAttr = &syscall.SysProcAttr{
 			Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
@@ -71,7 +71,7 @@ func reexecInUserNamespace() error {
 		if hasSubordinateIDs() {
 			args = append(args, "--map-auto")
 		}
-		cmd = exec.Command("unshare", append(append(args, self), os.Args[1:]...)...)
+		cmd = exec.Command("unshare", append(append(args, self), childArgs()...)...)
 	}
 	cmd.Env = append(os.Environ(), inNamespaceEnv+"=1")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -113,4 +113,17 @@ func fileHasOwner(file, name, id string) bool {
 		}
 	}
 	return false
+}
+
+// childArgs are the test binary's arguments for its re-run in a user namespace, without
+// -test.testlogfile: go test's log file lives in a directory of the real root, which the
+// namespace's root cannot write (go test passes it when test caching is on).
+func childArgs() []string {
+	var out []string
+	for _, a := range os.Args[1:] {
+		if !strings.HasPrefix(a, "-test.testlogfile") {
+			out = append(out, a)
+		}
+	}
+	return out
 }

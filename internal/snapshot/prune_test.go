@@ -54,3 +54,33 @@ func keys(m map[string]*tar.Header) []string {
 	}
 	return out
 }
+
+// A file replaced by a directory is marked opaque by overlayfs although nothing below needs
+// hiding; the layer must not carry that marker, so both drivers write the same layer.
+func TestNeedlessOpaqueMarkerDropped(t *testing.T) {
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			base := t.TempDir()
+			lower := fsT{t, filepath.Join(base, "lower")}
+			lower.write("w/file2", "2", 0o644)
+			s, err := d.new(filepath.Join(base, "snaps"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := s.Prepare(context.Background(), []string{lower.root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := fsT{t, a.Root()}
+			root.rm("w/file2")
+			root.write("w/file2/inside", "x", 0o644)
+			_, headers := commit(t, a, filepath.Join(base, "dest"))
+			if _, ok := headers["w/file2/.wh..wh..opq"]; ok {
+				t.Errorf("the layer marks w/file2 opaque though no directory is below it: %v", keys(headers))
+			}
+			if _, ok := headers["w/file2/inside"]; !ok {
+				t.Errorf("w/file2/inside missing: %v", keys(headers))
+			}
+		})
+	}
+}
