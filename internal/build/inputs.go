@@ -45,7 +45,7 @@ func loadInputs(req Request) (*inputs, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading the Dockerfile from standard input: %w", err)
 		}
-		in.dockerfile, in.dockerfileName = bytes.NewReader(data), "-"
+		in.dockerfile, in.dockerfileName = bytes.NewReader(data), "<stdin>"
 	case "":
 		path = filepath.Join(req.ContextDir, "Dockerfile")
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {

@@ -233,6 +233,9 @@ func (p *Plan) findTarget(target string) (int, error) {
 			names = append(names, s.Name)
 		}
 	}
+	if len(names) == 0 {
+		return 0, &Error{File: p.File, Err: fmt.Errorf("target stage %q not found: no stage is named (name one with FROM ... AS NAME)", target)}
+	}
 	return 0, &Error{File: p.File, Err: fmt.Errorf("target stage %q not found (stages: %s)", target, strings.Join(names, ", "))}
 }
 
