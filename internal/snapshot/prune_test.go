@@ -15,18 +15,10 @@ import (
 func TestUnchangedDirectoriesStayOutOfTheLayer(t *testing.T) {
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
-			base := t.TempDir()
-			lower := fsT{t, filepath.Join(base, "lower")}
-			lower.write("etc/passwd", "root:x:0:0::/root:/bin/sh\n", 0o644)
-			lower.write("var/lib/x", "x", 0o644)
-			s, err := d.new(filepath.Join(base, "snaps"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, err := s.Prepare(context.Background(), []string{lower.root})
-			if err != nil {
-				t.Fatal(err)
-			}
+			base, a := prepareOver(t, d.new, func(lower fsT) {
+				lower.write("etc/passwd", "root:x:0:0::/root:/bin/sh\n", 0o644)
+				lower.write("var/lib/x", "x", 0o644)
+			})
 			root := fsT{t, a.Root()}
 			var before unix.Stat_t
 			root.must(unix.Lstat(root.p("etc"), &before))
@@ -60,17 +52,7 @@ func keys(m map[string]*tar.Header) []string {
 func TestNeedlessOpaqueMarkerDropped(t *testing.T) {
 	for _, d := range drivers() {
 		t.Run(d.name, func(t *testing.T) {
-			base := t.TempDir()
-			lower := fsT{t, filepath.Join(base, "lower")}
-			lower.write("w/file2", "2", 0o644)
-			s, err := d.new(filepath.Join(base, "snaps"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			a, err := s.Prepare(context.Background(), []string{lower.root})
-			if err != nil {
-				t.Fatal(err)
-			}
+			base, a := prepareOver(t, d.new, func(lower fsT) { lower.write("w/file2", "2", 0o644) })
 			root := fsT{t, a.Root()}
 			root.rm("w/file2")
 			root.write("w/file2/inside", "x", 0o644)
@@ -83,4 +65,22 @@ func TestNeedlessOpaqueMarkerDropped(t *testing.T) {
 			}
 		})
 	}
+}
+
+// prepareOver makes one lower directory filled by fill and prepares a snapshot over it with the
+// snapshotter newS makes; it returns the test's base directory and the active snapshot.
+func prepareOver(t *testing.T, newS func(string) (Snapshotter, error), fill func(fsT)) (string, Active) {
+	t.Helper()
+	base := t.TempDir()
+	lower := fsT{t, filepath.Join(base, "lower")}
+	fill(lower)
+	s, err := newS(filepath.Join(base, "snaps"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Prepare(context.Background(), []string{lower.root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return base, a
 }

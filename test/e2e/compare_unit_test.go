@@ -94,9 +94,9 @@ func TestDiffImages(t *testing.T) {
 		b:      testImage(t, v1.Config{}, []tarEntry{reg("f", "2"), {name: "g", typ: tar.TypeReg, mode: 0o644}, {name: "h", typ: tar.TypeReg, mode: 0o644}, {name: "l", typ: tar.TypeSymlink, link: "f"}}),
 		wantIn: []string{"/f: reg", "/g: reg 0600", "/h: reg 0644 1000:0", "/l: symlink"},
 	}, {
-		name:   "missing whiteout is seen",
-		a:      testImage(t, v1.Config{}, base),
-		b:      testImage(t, v1.Config{}, base, []tarEntry{reg("etc/.wh.b", "")}),
+		name: "missing whiteout is seen",
+		a:    testImage(t, v1.Config{}, base),
+		b:    testImage(t, v1.Config{}, base, []tarEntry{reg("etc/.wh.b", "")}),
 		// History is not compared (knownDifferences: history-convention): the tree shows it.
 		wantIn: []string{"/etc/b: only in first image"},
 	}, {
