@@ -23,7 +23,7 @@ type buildFlags struct {
 	file, target, platform, network, format, root, driver  string
 	digestFile, metadataFile, compression, sourceDateEpoch string
 	tags, buildArgs, labels, outputs, insecure, secrets    []string
-	pull, push, quiet, fsync                               bool
+	pull, push, quiet, fsync, noCache                      bool
 }
 
 func newBuildCommand() *cobra.Command {
@@ -77,6 +77,7 @@ func newBuildCommand() *cobra.Command {
 	fl.StringVar(&f.platform, "platform", "", "target platform (only the host's is supported)")
 	fl.StringVar(&f.network, "network", "host", "network of RUN steps: host or none")
 	fl.BoolVar(&f.pull, "pull", false, "pull base images even when the local store has them")
+	fl.BoolVar(&f.noCache, "no-cache", false, "run every step, even those the local cache holds")
 	fl.StringVar(&f.format, "format", "oci", "image format: oci or docker")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "also write the image: type=oci,dest=DIR|FILE.tar or type=docker,dest=FILE.tar")
 	fl.BoolVar(&f.push, "push", false, "push every -t name to its registry")
@@ -100,7 +101,7 @@ func (f *buildFlags) request(contextDir string) (build.Request, error) {
 	}
 	req := build.Request{
 		ContextDir: contextDir, Dockerfile: f.file, Tags: f.tags, Target: f.target,
-		Platform: f.platform, Network: f.network, Pull: f.pull, Push: f.push,
+		Platform: f.platform, Network: f.network, Pull: f.pull, Push: f.push, NoCache: f.noCache,
 		DigestFile: f.digestFile, MetadataFile: f.metadataFile, StoreRoot: f.root,
 		StorageDriver: f.driver, Insecure: f.insecure, Fsync: f.fsync,
 	}

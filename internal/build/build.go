@@ -40,8 +40,10 @@ type Request struct {
 	// Network of RUN steps: "host" (default) or "none".
 	Network string
 	// Pull makes FROM images be pulled even when the local store has them.
-	Pull   bool
-	Format image.Format
+	Pull bool
+	// NoCache runs every step even when the store has its result.
+	NoCache bool
+	Format  image.Format
 	// Outputs are extra destinations (--output); Push pushes every tag.
 	Outputs []Output
 	Push    bool
@@ -146,6 +148,7 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		SourceDateEpoch: req.SourceDateEpoch,
 		SquashOwners:    req.SquashOwners,
 		Secrets:         req.Secrets,
+		NoCache:         req.NoCache,
 		Progress:        req.Progress,
 		Warnings:        req.Progress,
 	}).Solve(ctx)

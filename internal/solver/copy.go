@@ -27,21 +27,25 @@ func (st *stageState) copy(ctx context.Context, c *instructions.CopyCommand, tex
 		return fmt.Errorf("COPY --exclude is not supported")
 	}
 	release := func() {}
+	var sourceKey string
 	if c.From != "" {
 		from, err := st.s.cfg.Plan.ExpandGlobal(c.From)
 		if err != nil {
 			return fmt.Errorf("expanding --from=%s: %w", c.From, err)
 		}
-		root, rel, err := st.sourceRoot(ctx, from)
+		root, key, rel, err := st.sourceRoot(ctx, from)
 		if err != nil {
 			return err
 		}
-		release = rel
+		release, sourceKey = rel, key
 		spec.SrcRoot, spec.FromContext, spec.Excludes = root, false, nil
+	} else if sourceKey, err = contentKey(spec.SrcRoot, spec.Sources, spec.Excludes, false); err != nil {
+		return fmt.Errorf("reading the sources: %w", err)
 	}
 	defer release()
 	st.s.out.printf("%s %s\n", st.s.cfg.Plan.Describe(st.index), text)
-	return st.changeFS(ctx, text, func(root string) error {
+	key := st.stepKey(text, sourceKey, contentsKey(spec.Contents), spec.Dest)
+	return st.changeFS(ctx, text, key, func(root string) error {
 		if err := st.resolveChown(root, c.Chown, &spec); err != nil {
 			return err
 		}
@@ -88,7 +92,16 @@ func (st *stageState) add(ctx context.Context, c *instructions.AddCommand, text 
 		return fmt.Errorf("ADD with more than one source file needs a destination directory ending in /: %s", spec.Dest)
 	}
 	st.s.out.printf("%s %s\n", st.s.cfg.Plan.Describe(st.index), text)
-	return st.changeFS(ctx, text, func(root string) error {
+	key := ""
+	if len(fetched) == 0 || c.Checksum != "" {
+		// A URL without --checksum may change under the same name: always fetch and run it.
+		sourceKey, err := contentKey(spec.SrcRoot, spec.Sources, spec.Excludes, false)
+		if err != nil {
+			return fmt.Errorf("reading the sources: %w", err)
+		}
+		key = st.stepKey(text, sourceKey, contentsKey(spec.Contents), spec.Dest, c.Checksum)
+	}
+	return st.changeFS(ctx, text, key, func(root string) error {
 		if err := st.resolveChown(root, c.Chown, &spec); err != nil {
 			return err
 		}
@@ -150,33 +163,46 @@ func (st *stageState) resolveChown(root, chown string, spec *executor.CopySpec) 
 	return nil
 }
 
-// sourceRoot returns a readable rootfs for --from: an earlier stage or an image, and a function
-// that releases it.
-func (st *stageState) sourceRoot(ctx context.Context, from string) (string, func(), error) {
+// sourceRoot returns a readable rootfs for --from (an earlier stage or an image), its cache
+// key, and a function that releases it.
+func (st *stageState) sourceRoot(ctx context.Context, from string) (root, key string, release func(), err error) {
 	plan := st.s.cfg.Plan
 	var dirs []string
 	if i, ok := plan.StageByName(from, st.index); ok {
 		src, err := st.s.waitStage(ctx, i)
 		if err != nil {
-			return "", nil, err
+			return "", "", nil, err
 		}
-		dirs = src.dirs
+		dirs, key = src.dirs, src.key
 	} else {
 		img, err := st.s.cfg.Bases.Resolve(ctx, from, "")
 		if err != nil {
-			return "", nil, fmt.Errorf("--from=%s: %w", from, err)
+			return "", "", nil, fmt.Errorf("--from=%s: %w", from, err)
 		}
 		_, d, _, err := st.s.unpack(ctx, img)
 		if err != nil {
-			return "", nil, fmt.Errorf("--from=%s: %w", from, err)
+			return "", "", nil, fmt.Errorf("--from=%s: %w", from, err)
 		}
-		dirs = d
+		digest, err := img.Digest()
+		if err != nil {
+			return "", "", nil, fmt.Errorf("--from=%s: %w", from, err)
+		}
+		dirs, key = d, keyOf("image", digest.String())
 	}
 	view, err := st.s.cfg.Snapshotter.Prepare(ctx, dirs)
 	if err != nil {
-		return "", nil, fmt.Errorf("--from=%s: preparing a view: %w", from, err)
+		return "", "", nil, fmt.Errorf("--from=%s: preparing a view: %w", from, err)
 	}
-	return view.Root(), func() { _ = view.Release() }, nil
+	return view.Root(), key, func() { _ = view.Release() }, nil
+}
+
+// contentsKey hashes inline (heredoc) files.
+func contentsKey(contents []executor.Content) string {
+	var parts []string
+	for _, c := range contents {
+		parts = append(parts, c.Name, c.Data)
+	}
+	return keyOf(parts...)
 }
 
 func isURL(s string) bool {

@@ -179,7 +179,7 @@ func (st *stageState) workdir(ctx context.Context, c *instructions.WorkdirComman
 	dir = path.Clean(dir)
 	st.cfg.Config.WorkingDir = dir
 	st.s.out.printf("%s %s\n", st.s.cfg.Plan.Describe(st.index), text)
-	return st.changeFS(ctx, text, func(root string) error {
+	return st.changeFS(ctx, text, st.stepKey(text), func(root string) error {
 		owner := executor.Owner{}
 		if u := st.cfg.Config.User; u != "" {
 			o, err := executor.ResolveOwner(root, u)

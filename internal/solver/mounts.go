@@ -25,10 +25,11 @@ type Secret struct {
 }
 
 // runMounts turns RUN --mount flags into sandbox mounts. It returns the extra environment
-// (secrets with env=) and a function that releases what the mounts held.
-func (st *stageState) runMounts(ctx context.Context, mounts []*instructions.Mount) ([]sandbox.Mount, []string, func(), error) {
+// (secrets with env=), the cache key parts of what the mounts show the RUN (bind sources; never
+// cache mount contents or secrets), and a function that releases what the mounts held.
+func (st *stageState) runMounts(ctx context.Context, mounts []*instructions.Mount) ([]sandbox.Mount, []string, []string, func(), error) {
 	var out []sandbox.Mount
-	var env []string
+	var env, keys []string
 	var releases []func()
 	release := func() {
 		for i := len(releases) - 1; i >= 0; i-- {
@@ -45,7 +46,9 @@ func (st *stageState) runMounts(ctx context.Context, mounts []*instructions.Moun
 		var err error
 		switch m.Type {
 		case instructions.MountTypeBind:
-			sm, rel, err = st.bindMount(ctx, m, target)
+			var key string
+			sm, key, rel, err = st.bindMount(ctx, m, target)
+			keys = append(keys, key)
 		case instructions.MountTypeCache:
 			sm, rel, err = st.cacheMount(ctx, m, target)
 		case instructions.MountTypeTmpfs:
@@ -64,11 +67,11 @@ func (st *stageState) runMounts(ctx context.Context, mounts []*instructions.Moun
 		}
 		if err != nil {
 			release()
-			return nil, nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		out = append(out, sm...)
 	}
-	return out, env, release, nil
+	return out, env, keys, release, nil
 }
 
 func (st *stageState) currentDir() string {
@@ -80,18 +83,24 @@ func (st *stageState) currentDir() string {
 
 // bindMount binds a path of the context, a stage or an image. Read-only by default; with rw the
 // RUN writes into a throwaway copy.
-func (st *stageState) bindMount(ctx context.Context, m *instructions.Mount, target string) ([]sandbox.Mount, func(), error) {
+func (st *stageState) bindMount(ctx context.Context, m *instructions.Mount, target string) ([]sandbox.Mount, string, func(), error) {
 	if target == "" {
-		return nil, nil, fmt.Errorf("--mount=type=bind needs a target")
+		return nil, "", nil, fmt.Errorf("--mount=type=bind needs a target")
 	}
 	root, release := st.s.cfg.Context, func() {}
+	var key string
 	if m.From != "" {
 		from, err := st.s.cfg.Plan.ExpandGlobal(m.From)
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
-		if root, release, err = st.sourceRoot(ctx, from); err != nil {
-			return nil, nil, err
+		if root, key, release, err = st.sourceRoot(ctx, from); err != nil {
+			return nil, "", nil, err
+		}
+	} else {
+		var err error
+		if key, err = contentKey(root, []string{m.Source}, nil, false); err != nil {
+			return nil, "", nil, fmt.Errorf("--mount=type=bind source %q: %w", m.Source, err)
 		}
 	}
 	src, err := rootpath.Resolve(root, m.Source, true)
@@ -100,15 +109,16 @@ func (st *stageState) bindMount(ctx context.Context, m *instructions.Mount, targ
 	}
 	if err != nil {
 		release()
-		return nil, nil, fmt.Errorf("--mount=type=bind source %q: %w", m.Source, err)
+		return nil, "", nil, fmt.Errorf("--mount=type=bind source %q: %w", m.Source, err)
 	}
+	key = keyOf(key, m.Source)
 	if m.ReadOnly {
-		return []sandbox.Mount{{Type: "bind", Source: src, Target: target, ReadOnly: true}}, release, nil
+		return []sandbox.Mount{{Type: "bind", Source: src, Target: target, ReadOnly: true}}, key, release, nil
 	}
 	tmp, err := st.s.cfg.Store.TempDir("bind-rw-")
 	if err != nil {
 		release()
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	cleanup := func() { release(); os.RemoveAll(tmp) }
 	copySrc := m.Source
@@ -121,9 +131,9 @@ func (st *stageState) bindMount(ctx context.Context, m *instructions.Mount, targ
 	}
 	if err := executor.Copy(ctx, tmp, executor.CopySpec{SrcRoot: root, Sources: []string{copySrc}, Dest: dest, Instruction: "RUN --mount"}); err != nil {
 		cleanup()
-		return nil, nil, err
+		return nil, "", nil, err
 	}
-	return []sandbox.Mount{{Type: "bind", Source: filepath.Join(tmp, dest), Target: target}}, cleanup, nil
+	return []sandbox.Mount{{Type: "bind", Source: filepath.Join(tmp, dest), Target: target}}, key, cleanup, nil
 }
 
 // cacheMount binds a persistent directory of the store, keyed by id (default: the target).

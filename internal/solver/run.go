@@ -25,7 +25,7 @@ func (st *stageState) run(ctx context.Context, c *instructions.RunCommand, text 
 	if err != nil {
 		return err
 	}
-	mounts, secretEnv, release, err := st.runMounts(ctx, instructions.GetMounts(c))
+	mounts, secretEnv, mountKeys, release, err := st.runMounts(ctx, instructions.GetMounts(c))
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,8 @@ func (st *stageState) run(ctx context.Context, c *instructions.RunCommand, text 
 	}
 	plan := st.s.cfg.Plan
 	st.s.out.printf("%s %s\n", plan.Describe(st.index), text)
-	return st.changeFS(ctx, text, func(root string) error {
+	key := st.stepKey(text, append([]string{heredocsKey(c), spec.Network}, mountKeys...)...)
+	return st.changeFS(ctx, text, key, func(root string) error {
 		spec.Rootfs = root
 		return executor.Run(ctx, spec, st.s.out)
 	})
@@ -136,4 +137,13 @@ func runNetwork(c *instructions.RunCommand, build string) string {
 		return "host"
 	}
 	return build
+}
+
+// heredocsKey hashes a RUN's heredoc bodies, which its text does not hold.
+func heredocsKey(c *instructions.RunCommand) string {
+	var parts []string
+	for _, f := range c.Files {
+		parts = append(parts, f.Name, f.Data)
+	}
+	return keyOf(parts...)
 }

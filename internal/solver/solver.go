@@ -46,6 +46,9 @@ type Config struct {
 	NoSync  bool
 	// Secrets are the --secret values by id.
 	Secrets map[string]Secret
+	// NoCache runs every step even when the store holds its result (--no-cache); results
+	// are still recorded.
+	NoCache bool
 	// Compression of the layers kiln writes.
 	Compression image.Compression
 	// SourceDateEpoch, when set, fixes created times and clamps file mtimes.

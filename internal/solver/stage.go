@@ -18,6 +18,7 @@ import (
 	"github.com/kiln-build/kiln/internal/archive"
 	"github.com/kiln-build/kiln/internal/frontend"
 	"github.com/kiln-build/kiln/internal/image"
+	"github.com/kiln-build/kiln/internal/store"
 )
 
 // stageState is a stage being built: the image config so far, its layers and their unpacked
@@ -33,6 +34,8 @@ type stageState struct {
 	args map[string]string
 	// cmdSet records that this stage wrote CMD, so a later ENTRYPOINT keeps it.
 	cmdSet bool
+	// key is the cache key of the stage's rootfs so far (see cache.go).
+	key string
 }
 
 func (s *Solver) buildStage(ctx context.Context, i int) (*stageState, error) {
@@ -76,11 +79,13 @@ func (s *Solver) baseState(ctx context.Context, stage *frontend.Stage) (*stageSt
 		st.cfg = *base.finalConfig()
 		st.layers = slices.Clone(base.layers)
 		st.dirs = slices.Clone(base.dirs)
+		st.key = base.key
 	case strings.EqualFold(stage.Base, "scratch"):
 		os, arch, _ := strings.Cut(s.platform(stage), "/")
 		arch, _, _ = strings.Cut(arch, "/")
 		// BuildKit gives images built FROM scratch Docker's default PATH.
 		st.cfg = v1.ConfigFile{OS: os, Architecture: arch, Config: v1.Config{Env: []string{defaultPath}}}
+		st.key = keyOf("scratch", os, arch)
 	default:
 		img, err := s.cfg.Bases.Resolve(ctx, stage.Base, stage.Platform)
 		if err != nil {
@@ -90,7 +95,12 @@ func (s *Solver) baseState(ctx context.Context, stage *frontend.Stage) (*stageSt
 		if err != nil {
 			return nil, err
 		}
+		digest, err := img.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("reading the image digest: %w", err)
+		}
 		st.cfg, st.layers, st.dirs = *cfg, layers, dirs
+		st.key = keyOf("image", digest.String())
 	}
 	st.cfg.Config = cloneConfig(st.cfg.Config)
 	st.cfg.History = slices.Clone(st.cfg.History)
@@ -166,7 +176,12 @@ func (st *stageState) addHistory(createdBy string, emptyLayer bool) {
 
 // changeFS runs fn on a writable snapshot of the stage's rootfs and commits what it changed as
 // a new layer. A step that changes nothing adds no layer (its history says empty_layer).
-func (st *stageState) changeFS(ctx context.Context, createdBy string, fn func(root string) error) error {
+// key is the step's cache key (stepKey), "" when the step must not be cached: a step recorded
+// under the same key is reused without running fn.
+func (st *stageState) changeFS(ctx context.Context, createdBy, key string, fn func(root string) error) error {
+	if key != "" && st.reuse(createdBy, key) {
+		return nil
+	}
 	start := time.Now()
 	active, err := st.s.cfg.Snapshotter.Prepare(ctx, st.dirs)
 	if err != nil {
@@ -181,6 +196,16 @@ func (st *stageState) changeFS(ctx context.Context, createdBy string, fn func(ro
 		return err
 	}
 	took := time.Since(start).Round(time.Millisecond)
+	step := store.CachedStep{}
+	if layer != nil {
+		step.Layer, step.DiffID = &layer.Desc, &layer.Diff
+	}
+	if key != "" {
+		if err := st.s.cfg.Store.RecordStep(key, step); err != nil {
+			return err
+		}
+		st.key = key
+	}
 	if layer == nil {
 		st.s.out.printf("%s --> %s, no changes\n", st.s.cfg.Plan.Describe(st.index), took)
 		st.addHistory(createdBy, true)
@@ -191,6 +216,29 @@ func (st *stageState) changeFS(ctx context.Context, createdBy string, fn func(ro
 	st.dirs = append(st.dirs, dir)
 	st.addHistory(createdBy, false)
 	return nil
+}
+
+// reuse applies the step recorded under key, when the cache has it and --no-cache is off.
+func (st *stageState) reuse(createdBy, key string) bool {
+	if st.s.cfg.NoCache {
+		return false
+	}
+	step, ok := st.s.cfg.Store.CachedStep(key)
+	if !ok {
+		return false
+	}
+	st.key = key
+	if step.Layer == nil {
+		st.s.out.printf("%s --> cached, no changes\n", st.s.cfg.Plan.Describe(st.index))
+		st.addHistory(createdBy, true)
+		return true
+	}
+	dir, _ := st.s.cfg.Store.LayerDir(*step.DiffID)
+	st.layers = append(st.layers, &image.Layer{Path: st.s.cfg.Store.BlobPath(step.Layer.Digest), Desc: *step.Layer, Diff: *step.DiffID})
+	st.dirs = append(st.dirs, dir)
+	st.s.out.printf("%s --> cached, layer %s\n", st.s.cfg.Plan.Describe(st.index), step.Layer.Digest.Hex[:12])
+	st.addHistory(createdBy, false)
+	return true
 }
 
 func humanBytes(n int64) string {

@@ -1,0 +1,148 @@
+package solver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+
+	"github.com/moby/patternmatcher"
+
+	"github.com/kiln-build/kiln/internal/rootpath"
+)
+
+// Cache keys. A stage's key starts from its base (the base image's manifest digest, the base
+// stage's key, or "scratch") and each file-changing step extends it with everything that can
+// change what the step writes: the instruction as written, the state it runs in (ENV, ARGs,
+// USER, WORKDIR, SHELL), and the content of what it reads (COPY/ADD sources by path, type,
+// mode, link target and bytes, not mtimes; --from stages by their keys). The same inputs give
+// the same key on any machine and in any directory. Proxy args and secrets are never part of
+// a key.
+
+// keyOf hashes its parts, each length-prefixed so that no two part lists collide.
+func keyOf(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:%s;", len(p), p)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// stateKey is the part of the stage's state a file-changing step may depend on.
+func (st *stageState) stateKey() string {
+	c := st.cfg.Config
+	data, _ := json.Marshal(struct {
+		Env        []string
+		Args       []string
+		User       string
+		WorkingDir string
+		Shell      []string
+	}{c.Env, envSlice(st.args), c.User, c.WorkingDir, c.Shell})
+	return string(data)
+}
+
+// stepKey is the cache key of a file-changing step of this stage; inputs describes what the
+// step reads besides the rootfs.
+func (st *stageState) stepKey(text string, inputs ...string) string {
+	return keyOf(append([]string{st.key, st.stateKey(), text}, inputs...)...)
+}
+
+// contentKey hashes the files a COPY or ADD reads from root: the given sources (relative,
+// wildcards allowed), each walked recursively, skipping what excludes ignores. withOwners adds
+// uid and gid (sources from a stage keep them; context files become root's).
+func contentKey(root string, sources []string, excludes *patternmatcher.PatternMatcher, withOwners bool) (string, error) {
+	h := sha256.New()
+	for _, src := range sources {
+		matches, err := filepath.Glob(filepath.Join(root, filepath.Clean("/"+src)))
+		if err != nil {
+			return "", err
+		}
+		if len(matches) == 0 {
+			// Let the copy itself report the missing source; the key only needs to differ.
+			fmt.Fprintf(h, "missing %s;", src)
+		}
+		sort.Strings(matches)
+		for _, m := range matches {
+			if !rootpath.Within(root, m) {
+				continue
+			}
+			start, err := rootpath.Resolve(root, mustRel(root, m), true)
+			if err != nil {
+				return "", err
+			}
+			ex := excludes
+			if start != m {
+				// Reached through a symlink: the copy sees other relative paths than the walk
+				// would, so hash everything rather than risk skipping a file it copies.
+				ex = nil
+			}
+			if err := hashTree(h, root, start, ex, withOwners); err != nil {
+				return "", err
+			}
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func mustRel(root, p string) string {
+	rel, err := filepath.Rel(root, p)
+	if err != nil {
+		return p
+	}
+	return rel
+}
+
+// hashTree writes every entry under start (relative to root) into h.
+func hashTree(h io.Writer, root, start string, excludes *patternmatcher.PatternMatcher, withOwners bool) error {
+	return filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel := mustRel(root, p)
+		if excludes != nil && rel != "." {
+			if ok, _ := excludes.MatchesOrParentMatches(filepath.ToSlash(rel)); ok && !(d.IsDir() && excludes.Exclusions()) {
+				if d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(h, "%s %o", filepath.ToSlash(mustRel(start, p)), fi.Mode())
+		if withOwners {
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				fmt.Fprintf(h, " %d:%d", st.Uid, st.Gid)
+			}
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, " -> %s", target)
+		case fi.Mode().IsRegular():
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(h, " %d ", fi.Size())
+			_, err = io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+		fmt.Fprint(h, ";")
+		return nil
+	})
+}
