@@ -22,7 +22,6 @@ const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 
 // dispatch applies one instruction to the stage. prefix marks ONBUILD triggers in history.
 func (st *stageState) dispatch(ctx context.Context, cmd instructions.Command, prefix string) error {
-	st.s.out.step()
 	// RUN's Expand only parses its --mount flags with variables expanded; its command line is
 	// left to the shell, as Docker does.
 	if e, ok := cmd.(instructions.SupportsSingleWordExpansion); ok {

@@ -64,8 +64,6 @@ type Config struct {
 type Result struct {
 	Config *v1.ConfigFile
 	Layers []*image.Layer
-	// Steps counts the instructions run, for the summary.
-	Steps int
 }
 
 // Solver runs one Plan.
@@ -117,7 +115,7 @@ func (s *Solver) Solve(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	st := s.stages[s.cfg.Plan.Target].state
-	return &Result{Config: st.finalConfig(), Layers: st.layers, Steps: s.out.steps}, nil
+	return &Result{Config: st.finalConfig(), Layers: st.layers}, nil
 }
 
 // waitStage waits for stage i (which the caller depends on) and returns its final state.
@@ -139,21 +137,14 @@ func (s *Solver) waitStage(ctx context.Context, i int) (*stageState, error) {
 
 // progress writes step lines; it serialises writes from concurrent stages.
 type progress struct {
-	mu    sync.Mutex
-	w     io.Writer
-	steps int
+	mu sync.Mutex
+	w  io.Writer
 }
 
 func (p *progress) printf(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Fprintf(p.w, format, args...)
-}
-
-func (p *progress) step() {
-	p.mu.Lock()
-	p.steps++
-	p.mu.Unlock()
 }
 
 // Write passes RUN output through.
