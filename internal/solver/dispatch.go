@@ -15,7 +15,7 @@ import (
 )
 
 // defaultShell is the shell of shell-form RUN, CMD and ENTRYPOINT when SHELL was not used.
-var defaultShell = []string{"/bin/sh", "-c"}
+func defaultShell() []string { return []string{"/bin/sh", "-c"} }
 
 // defaultPath is the PATH RUN gets when the image sets none, as Docker gives it.
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -118,7 +118,7 @@ func (st *stageState) commandLine(c instructions.ShellDependantCmdLine) []string
 	}
 	sh := st.cfg.Config.Shell
 	if len(sh) == 0 {
-		sh = defaultShell
+		sh = defaultShell()
 	}
 	return append(append([]string{}, sh...), strings.Join(c.CmdLine, " "))
 }
