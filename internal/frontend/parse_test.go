@@ -76,16 +76,9 @@ func TestParseErrorsNameFileAndLine(t *testing.T) {
 		{"copy from missing index", "FROM scratch\nCOPY --from=3 / /\n", "", "Dockerfile.test:2: --from=3: there is no stage 3"},
 		{"missing target", "FROM scratch AS a\n", "zzz", `target stage "zzz" not found`},
 		{"bad flag", "FROM scratch\nCOPY --bogus=1 a b\n", "", "Dockerfile.test:2: "},
-		{"unterminated json", "FROM scratch\nCMD [\"a\"\n", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse(t, tc.df, Options{File: "Dockerfile.test", Target: tc.target})
-			if tc.want == "" {
-				if err != nil {
-					t.Logf("error (accepted either way, as Docker treats it as shell form): %v", err)
-				}
-				return
-			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want it to contain %q", err, tc.want)
 			}
