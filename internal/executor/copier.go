@@ -72,6 +72,14 @@ func (c *copier) prepareDest(dest string) (string, error) {
 	return rootpath.Resolve(c.rootfs, dest, true)
 }
 
+// MkdirAll creates dir and its missing parents inside rootfs (symlinks resolved inside it),
+// mode 0755, owned by owner, and returns dir's host path. instruction names the step in errors.
+// WORKDIR uses it; COPY and ADD create their destinations the same way.
+func MkdirAll(rootfs, dir string, owner Owner, instruction string) (string, error) {
+	c := &copier{rootfs: rootfs, spec: CopySpec{Instruction: instruction, Chown: &owner}}
+	return c.mkdirAll(dir)
+}
+
 // mkdirAll creates dir and its missing parents inside the rootfs, owned by Chown (or 0:0), mode
 // 0755, and returns its host path.
 func (c *copier) mkdirAll(dir string) (string, error) {
@@ -164,14 +172,21 @@ func (c *copier) copyDirContentsLazy(src, rel, dst string, fi fs.FileInfo) error
 // excluded applies .dockerignore to a context path; walkInto is set for an excluded directory
 // that may hold re-included (`!`) paths.
 func (c *copier) excluded(rel string, isDir bool) (excluded, walkInto bool) {
-	if !c.spec.FromContext || c.spec.Excludes == nil {
+	return Excluded(c.spec, rel, isDir)
+}
+
+// Excluded reports whether .dockerignore keeps the path rel (relative to the context, as the
+// copy walks it: a source path joined with the path below it) out of spec's copy; walkInto is
+// set for an excluded directory that may hold re-included (`!`) paths.
+func Excluded(spec CopySpec, rel string, isDir bool) (excluded, walkInto bool) {
+	if !spec.FromContext || spec.Excludes == nil {
 		return false, false
 	}
-	ok, err := c.spec.Excludes.MatchesOrParentMatches(rel)
+	ok, err := spec.Excludes.MatchesOrParentMatches(rel)
 	if err != nil || !ok {
 		return false, false
 	}
-	return true, isDir && c.spec.Excludes.Exclusions()
+	return true, isDir && spec.Excludes.Exclusions()
 }
 
 // copyEntry creates one filesystem object at dst like src (a directory is created empty; its

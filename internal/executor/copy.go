@@ -59,7 +59,7 @@ func Copy(ctx context.Context, rootfs string, spec CopySpec) error {
 	if spec.Instruction == "" {
 		spec.Instruction = "COPY"
 	}
-	sources, err := expandSources(spec)
+	sources, err := ExpandSources(spec)
 	if err != nil {
 		return err
 	}
@@ -82,9 +82,9 @@ func Copy(ctx context.Context, rootfs string, spec CopySpec) error {
 	return nil
 }
 
-// expandSources returns the source paths relative to SrcRoot, wildcards expanded, checked to
-// exist.
-func expandSources(spec CopySpec) ([]string, error) {
+// ExpandSources returns the source paths of spec relative to SrcRoot, wildcards expanded and
+// .dockerignore applied, checked to exist: exactly what Copy reads (directories recursively).
+func ExpandSources(spec CopySpec) ([]string, error) {
 	var out []string
 	for _, s := range spec.Sources {
 		clean := path.Clean("/" + filepath.ToSlash(s))

@@ -8,12 +8,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
-	"sort"
 	"syscall"
 
-	"github.com/moby/patternmatcher"
-
+	"github.com/kiln-build/kiln/internal/executor"
 	"github.com/kiln-build/kiln/internal/rootpath"
 )
 
@@ -53,60 +52,42 @@ func (st *stageState) stepKey(text string, inputs ...string) string {
 	return keyOf(append([]string{st.key, st.stateKey(), text}, inputs...)...)
 }
 
-// contentKey hashes the files a COPY or ADD reads from root: the given sources (relative,
-// wildcards allowed), each walked recursively, skipping what excludes ignores. withOwners adds
-// uid and gid (sources from a stage keep them; context files become root's).
-func contentKey(root string, sources []string, excludes *patternmatcher.PatternMatcher, withOwners bool) (string, error) {
+// contentKey hashes what a COPY or ADD reads from spec.SrcRoot: the sources Copy expands, each
+// walked as Copy walks it (top-level symlinks followed inside the root, .dockerignore applied
+// to the same relative paths). withOwners adds uid and gid (sources from a stage keep them;
+// context files become root's).
+func contentKey(spec executor.CopySpec, withOwners bool) (string, error) {
+	sources, err := executor.ExpandSources(spec)
+	if err != nil {
+		return "", err
+	}
 	h := sha256.New()
-	for _, src := range sources {
-		matches, err := filepath.Glob(filepath.Join(root, filepath.Clean("/"+src)))
+	for _, rel := range sources {
+		start, err := rootpath.Resolve(spec.SrcRoot, rel, true)
 		if err != nil {
 			return "", err
 		}
-		if len(matches) == 0 {
-			// Let the copy itself report the missing source; the key only needs to differ.
-			fmt.Fprintf(h, "missing %s;", src)
-		}
-		sort.Strings(matches)
-		for _, m := range matches {
-			if !rootpath.Within(root, m) {
-				continue
-			}
-			start, err := rootpath.Resolve(root, mustRel(root, m), true)
-			if err != nil {
-				return "", err
-			}
-			ex := excludes
-			if start != m {
-				// Reached through a symlink: the copy sees other relative paths than the walk
-				// would, so hash everything rather than risk skipping a file it copies.
-				ex = nil
-			}
-			if err := hashTree(h, root, start, ex, withOwners); err != nil {
-				return "", err
-			}
+		fmt.Fprintf(h, "source %s;", rel)
+		if err := hashTree(h, spec, rel, start, withOwners); err != nil {
+			return "", err
 		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func mustRel(root, p string) string {
-	rel, err := filepath.Rel(root, p)
-	if err != nil {
-		return p
-	}
-	return rel
-}
-
-// hashTree writes every entry under start (relative to root) into h.
-func hashTree(h io.Writer, root, start string, excludes *patternmatcher.PatternMatcher, withOwners bool) error {
+// hashTree writes every entry under start (the resolved source rel) into h.
+func hashTree(h io.Writer, spec executor.CopySpec, rel, start string, withOwners bool) error {
 	return filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		rel := mustRel(root, p)
-		if excludes != nil && rel != "." {
-			if ok, _ := excludes.MatchesOrParentMatches(filepath.ToSlash(rel)); ok && !(d.IsDir() && excludes.Exclusions()) {
+		below, err := filepath.Rel(start, p)
+		if err != nil {
+			return err
+		}
+		if below != "." {
+			excluded, walkInto := executor.Excluded(spec, path.Join(rel, filepath.ToSlash(below)), d.IsDir())
+			if excluded && !walkInto {
 				if d.IsDir() {
 					return filepath.SkipDir
 				}
@@ -117,7 +98,7 @@ func hashTree(h io.Writer, root, start string, excludes *patternmatcher.PatternM
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(h, "%s %o", filepath.ToSlash(mustRel(start, p)), fi.Mode())
+		fmt.Fprintf(h, "%s %o", filepath.ToSlash(below), fi.Mode())
 		if withOwners {
 			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 				fmt.Fprintf(h, " %d:%d", st.Uid, st.Gid)

@@ -39,8 +39,8 @@ func (st *stageState) copy(ctx context.Context, c *instructions.CopyCommand, tex
 		}
 		release, sourceKey = rel, key
 		spec.SrcRoot, spec.FromContext, spec.Excludes = root, false, nil
-	} else if sourceKey, err = contentKey(spec.SrcRoot, spec.Sources, spec.Excludes, false); err != nil {
-		return fmt.Errorf("reading the sources: %w", err)
+	} else if sourceKey, err = contentKey(spec, false); err != nil {
+		return err
 	}
 	defer release()
 	st.s.out.printf("%s %s\n", st.s.cfg.Plan.Describe(st.index), text)
@@ -95,9 +95,9 @@ func (st *stageState) add(ctx context.Context, c *instructions.AddCommand, text 
 	key := ""
 	if len(fetched) == 0 || c.Checksum != "" {
 		// A URL without --checksum may change under the same name: always fetch and run it.
-		sourceKey, err := contentKey(spec.SrcRoot, spec.Sources, spec.Excludes, false)
+		sourceKey, err := contentKey(spec, false)
 		if err != nil {
-			return fmt.Errorf("reading the sources: %w", err)
+			return err
 		}
 		key = st.stepKey(text, sourceKey, contentsKey(spec.Contents), spec.Dest, c.Checksum)
 	}

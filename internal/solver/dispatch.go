@@ -187,7 +187,8 @@ func (st *stageState) workdir(ctx context.Context, c *instructions.WorkdirComman
 			}
 			owner = o
 		}
-		return mkdirIn(root, dir, owner)
+		_, err := executor.MkdirAll(root, dir, owner, "WORKDIR")
+		return err
 	})
 }
 

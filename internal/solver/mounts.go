@@ -99,7 +99,8 @@ func (st *stageState) bindMount(ctx context.Context, m *instructions.Mount, targ
 		}
 	} else {
 		var err error
-		if key, err = contentKey(root, []string{m.Source}, nil, false); err != nil {
+		src := executor.CopySpec{SrcRoot: root, Sources: []string{m.Source}, Instruction: "RUN --mount"}
+		if key, err = contentKey(src, false); err != nil {
 			return nil, "", nil, fmt.Errorf("--mount=type=bind source %q: %w", m.Source, err)
 		}
 	}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/kiln-build/kiln/internal/executor"
 	"github.com/kiln-build/kiln/internal/frontend"
-	"github.com/kiln-build/kiln/internal/rootpath"
 	"github.com/kiln-build/kiln/internal/sandbox"
 )
 
@@ -95,38 +94,6 @@ func (st *stageState) runArgs(c *instructions.RunCommand) ([]string, *instructio
 
 // isProxyArg reports Docker's predefined proxy args.
 func isProxyArg(k string) bool { return frontend.IsProxyArg(k) }
-
-// mkdirIn creates dir (absolute, inside root) and its missing parents, 0755, owned by owner
-// (WORKDIR's directories belong to the USER in effect, as with BuildKit), resolving symlinks
-// inside root.
-func mkdirIn(root, dir string, owner executor.Owner) error {
-	host, err := rootpath.Resolve(root, dir, true)
-	if err != nil {
-		return err
-	}
-	if fi, err := os.Stat(host); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s exists and is not a directory", dir)
-		}
-		return nil
-	}
-	var missing []string
-	for p := host; p != filepath.Clean(root) && rootpath.Within(root, p); p = filepath.Dir(p) {
-		if _, err := os.Lstat(p); err == nil {
-			break
-		}
-		missing = append(missing, p)
-	}
-	for i := len(missing) - 1; i >= 0; i-- {
-		if err := os.Mkdir(missing[i], 0o755); err != nil && !os.IsExist(err) {
-			return fmt.Errorf("creating %s: %w", dir, err)
-		}
-		if err := os.Lchown(missing[i], owner.UID, owner.GID); err != nil {
-			return fmt.Errorf("chown %s to %d:%d: %w", dir, owner.UID, owner.GID, err)
-		}
-	}
-	return nil
-}
 
 // runNetwork is a RUN's network: its --network flag, else the build's --network.
 func runNetwork(c *instructions.RunCommand, build string) string {
