@@ -136,7 +136,7 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		Plan:        plan,
 		Store:       st,
 		Snapshotter: snap,
-		Bases: &resolver{store: st, registry: reg, pull: req.Pull, progress: req.Progress,
+		Bases: &resolver{store: st, registry: reg, pull: req.Pull, progress: req.Progress, platform: req.Platform,
 			extract: archive.ExtractOptions{SquashOwners: req.SquashOwners, Warnings: req.Progress}},
 		Context:         req.ContextDir,
 		Excludes:        in.excludes,

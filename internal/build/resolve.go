@@ -22,12 +22,16 @@ type resolver struct {
 	registry *registry.Client
 	pull     bool
 	progress io.Writer
+	// platform is the build's platform; the registry client selects it from indexes.
+	platform string
 	// extract are the options layers are unpacked with while they are pulled.
 	extract archive.ExtractOptions
 }
 
 func (r *resolver) Resolve(ctx context.Context, ref, platform string) (v1.Image, error) {
-	_ = platform // the registry client selects the build's platform
+	if platform != "" && platform != r.platform {
+		return nil, fmt.Errorf("--platform=%s: kiln builds only for the platform it runs on, %s", platform, r.platform)
+	}
 	candidates := localCandidates(ref)
 	if !r.pull || isLocalOnly(ref) {
 		for _, c := range candidates {

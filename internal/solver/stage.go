@@ -18,6 +18,7 @@ import (
 	"github.com/kiln-build/kiln/internal/archive"
 	"github.com/kiln-build/kiln/internal/frontend"
 	"github.com/kiln-build/kiln/internal/image"
+	"github.com/kiln-build/kiln/internal/snapshot"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -258,9 +259,7 @@ const emptyTarSize = 1024
 
 // commit writes a snapshot's diff as a compressed blob into the store while hashing it, and
 // stores the diff directory as an unpacked layer. It returns nil, "" when nothing changed.
-func (s *Solver) commit(ctx context.Context, active interface {
-	Commit(context.Context, io.Writer, string, archive.WriteOptions) error
-}) (*image.Layer, string, error) {
+func (s *Solver) commit(ctx context.Context, active snapshot.Active) (*image.Layer, string, error) {
 	tmp, err := s.cfg.Store.TempDir("commit-")
 	if err != nil {
 		return nil, "", err

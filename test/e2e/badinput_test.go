@@ -166,6 +166,8 @@ func TestBadInputRegistryAndStore(t *testing.T) {
 			oneLineError(t, stderr, err, "127.0.0.1:9")
 			stderr, err = buildDockerfile(t, u, "FROM "+registryAddr+"/e2e/never-pushed:1\n")
 			oneLineError(t, stderr, err, "never-pushed")
+			stderr, err = buildDockerfile(t, u, "FROM --platform=linux/s390x "+registryAddr+"/busybox:latest\n")
+			oneLineError(t, stderr, err, "--platform=linux/s390x")
 
 			// A store on a 6 MiB tmpfs: the base image fits, a RUN writing 8 MiB does not.
 			small := userDir(t, u, "small")
