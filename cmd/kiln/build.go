@@ -20,10 +20,11 @@ import (
 
 // buildFlags are the flags of `kiln build`, named as docker build and buildah bud name them.
 type buildFlags struct {
-	file, target, platform, network, format, root, driver  string
-	digestFile, metadataFile, compression, sourceDateEpoch string
-	tags, buildArgs, labels, outputs, insecure, secrets    []string
-	pull, push, quiet, fsync, noCache                      bool
+	file, target, platform, network, format, root, driver   string
+	digestFile, metadataFile, compression, sourceDateEpoch  string
+	tags, destinations, buildArgs, labels, outputs, secrets []string
+	pull, push, quiet, fsync, noCache, skipPushCheck        bool
+	registry                                                registryFlags
 }
 
 func newBuildCommand() *cobra.Command {
@@ -85,7 +86,9 @@ func newBuildCommand() *cobra.Command {
 	fl.StringVar(&f.metadataFile, "metadata-file", "", "write JSON metadata (digest, references, size, config digest) to this file")
 	fl.StringVar(&f.root, "root", "", "store directory (default ~/.local/share/kiln)")
 	fl.StringVar(&f.driver, "storage-driver", "", "snapshotter: overlay or copy (default: overlay where it works)")
-	fl.StringArrayVar(&f.insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for this registry (repeatable)")
+	fl.StringArrayVar(&f.destinations, "destination", nil, "push the image to this reference (repeatable; implies pushing it)")
+	fl.BoolVar(&f.skipPushCheck, "skip-push-check", false, "do not check push access to the destinations before building")
+	f.registry.register(fl)
 	fl.StringArrayVar(&f.secrets, "secret", nil, "secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only the image digest")
 	fl.BoolVar(&f.fsync, "fsync", false, "let RUN steps really fsync (by default fsync is a no-op inside RUN: layers are committed atomically anyway)")
@@ -103,7 +106,10 @@ func (f *buildFlags) request(contextDir string) (build.Request, error) {
 		ContextDir: contextDir, Dockerfile: f.file, Tags: f.tags, Target: f.target,
 		Platform: f.platform, Network: f.network, Pull: f.pull, Push: f.push, NoCache: f.noCache,
 		DigestFile: f.digestFile, MetadataFile: f.metadataFile, StoreRoot: f.root,
-		StorageDriver: f.driver, Insecure: f.insecure, Fsync: f.fsync,
+		StorageDriver: f.driver, Fsync: f.fsync, Destinations: f.destinations, SkipPushCheck: f.skipPushCheck,
+	}
+	if req.Registry, err = f.registry.options(); err != nil {
+		return req, err
 	}
 	if req.StoreRoot == "" {
 		req.StoreRoot = build.DefaultStoreRoot()

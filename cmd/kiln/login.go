@@ -15,7 +15,7 @@ import (
 func newLoginCommand() *cobra.Command {
 	var user, password string
 	var passwordStdin bool
-	var insecure []string
+	var regFlags registryFlags
 	cmd := &cobra.Command{
 		Use:   "login [flags] REGISTRY",
 		Short: "Log in to a registry (credentials go to the docker config, as with docker login)",
@@ -39,7 +39,15 @@ func newLoginCommand() *cobra.Command {
 			default:
 				fmt.Fprintln(os.Stderr, "kiln: warning: -p puts the password in the process list and shell history; use --password-stdin")
 			}
-			if err := registry.New(registry.WithInsecure(insecure...)).Login(cmd.Context(), host, user, password); err != nil {
+			opts, err := regFlags.options()
+			if err != nil {
+				return err
+			}
+			client, err := registry.New(append(opts, registry.WithWarnings(os.Stderr))...)
+			if err != nil {
+				return err
+			}
+			if err := client.Login(cmd.Context(), host, user, password); err != nil {
 				return err
 			}
 			if err := registry.SaveLogin(registry.ConfigDir(), host, user, password); err != nil {
@@ -52,7 +60,7 @@ func newLoginCommand() *cobra.Command {
 	cmd.Flags().StringVarP(&user, "username", "u", "", "user name")
 	cmd.Flags().StringVarP(&password, "password", "p", "", "password (prefer --password-stdin)")
 	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
-	cmd.Flags().StringArrayVar(&insecure, "insecure-registry", nil, "allow plain HTTP or unverified TLS for this registry")
+	regFlags.registerConnection(cmd.Flags())
 	return cmd
 }
 

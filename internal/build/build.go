@@ -31,10 +31,13 @@ type Request struct {
 	Dockerfile string
 	Stdin      io.Reader
 	// Tags name the image in the local store and, with Push, in registries.
-	Tags      []string
-	BuildArgs map[string]string
-	Target    string
-	Labels    map[string]string
+	Tags []string
+	// Destinations are pushed to whether or not Push is set (kaniko's --destination); they
+	// also name the image in the local store.
+	Destinations []string
+	BuildArgs    map[string]string
+	Target       string
+	Labels       map[string]string
 	// Platform is the target platform; "" is the host's.
 	Platform string
 	// Network of RUN steps: "host" (default) or "none".
@@ -47,13 +50,16 @@ type Request struct {
 	// Outputs are extra destinations (--output); Push pushes every tag.
 	Outputs []Output
 	Push    bool
+	// SkipPushCheck skips checking, before the build, that every push destination accepts
+	// pushes with the credentials at hand.
+	SkipPushCheck bool
 	// DigestFile and MetadataFile, when set, receive the image digest and a JSON summary.
 	DigestFile, MetadataFile string
 	// StoreRoot is the store directory; StorageDriver "overlay", "copy" or "" (auto).
 	StoreRoot     string
 	StorageDriver string
-	// Insecure lists registries reached over plain HTTP or unverified TLS.
-	Insecure []string
+	// Registry configures how registries are reached: TLS, mirrors, credentials, retries.
+	Registry []registry.Option
 	// Fsync keeps fsync and friends working inside RUN (by default they are no-ops).
 	Fsync       bool
 	Compression image.Compression
@@ -107,9 +113,26 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 	for _, a := range plan.UnusedBuildArgs {
 		fmt.Fprintf(req.Progress, "warning: build arg %s was not consumed by any ARG instruction\n", a)
 	}
-	names, err := localNames(req.Tags)
+	names, err := localNames(append(append([]string(nil), req.Tags...), req.Destinations...))
 	if err != nil {
 		return nil, err
+	}
+	regOpts := append([]registry.Option{registry.WithPlatform(platformOf(req.Platform)),
+		registry.WithUserAgent("kiln"), registry.WithWarnings(req.Progress)}, req.Registry...)
+	reg, err := registry.New(regOpts...)
+	if err != nil {
+		return nil, err
+	}
+	pushRefs, err := pushDestinations(req)
+	if err != nil {
+		return nil, err
+	}
+	if !req.SkipPushCheck {
+		for _, ref := range pushRefs {
+			if err := reg.CheckPush(ctx, ref); err != nil {
+				return nil, fmt.Errorf("%w (checked before building; --skip-push-check skips this)", err)
+			}
+		}
 	}
 	st, err := store.Open(req.StoreRoot)
 	if err != nil {
@@ -131,7 +154,6 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("setting up the %q storage driver in %s: %w", req.StorageDriver, st.Root(), err)
 	}
-	reg := registry.New(registry.WithInsecure(req.Insecure...), registry.WithPlatform(platformOf(req.Platform)), registry.WithUserAgent("kiln"))
 	res, err := solver.New(solver.Config{
 		Plan:        plan,
 		Store:       st,

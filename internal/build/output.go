@@ -59,6 +59,24 @@ func ParseOutput(s string) (Output, error) {
 	return o, nil
 }
 
+// pushDestinations are the references the image is pushed to: every tag with Push, and every
+// destination.
+func pushDestinations(req Request) ([]string, error) {
+	var refs []string
+	if req.Push {
+		if len(req.Tags) == 0 && len(req.Destinations) == 0 {
+			return nil, fmt.Errorf("--push needs at least one -t name to push to")
+		}
+		refs = append(refs, req.Tags...)
+	}
+	for _, d := range req.Destinations {
+		if !contains(refs, d) {
+			refs = append(refs, d)
+		}
+	}
+	return refs, nil
+}
+
 func writeOutputs(ctx context.Context, req Request, reg *registry.Client, img v1.Image, res *Result) error {
 	for _, o := range req.Outputs {
 		var err error
@@ -72,12 +90,9 @@ func writeOutputs(ctx context.Context, req Request, reg *registry.Client, img v1
 			return fmt.Errorf("writing --output type=%s,dest=%s: %w", o.Type, o.Dest, err)
 		}
 	}
-	if req.Push {
-		if len(req.Tags) == 0 {
-			return fmt.Errorf("--push needs at least one -t name to push to")
-		}
-		fmt.Fprintf(req.Progress, "pushing %s\n", strings.Join(req.Tags, ", "))
-		if err := reg.Push(ctx, img, req.Tags...); err != nil {
+	if refs, _ := pushDestinations(req); len(refs) > 0 {
+		fmt.Fprintf(req.Progress, "pushing %s\n", strings.Join(refs, ", "))
+		if err := reg.Push(ctx, img, refs...); err != nil {
 			return err
 		}
 	}

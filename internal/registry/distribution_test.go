@@ -3,33 +3,20 @@ package registry
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"fmt"
-	"math/big"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/random"
-)
 
-const distributionBinary = "/usr/bin/docker-registry"
+	"github.com/kiln-build/kiln/test/registrytest"
+)
 
 // distribution is a running CNCF distribution registry (Debian's
 // docker-registry) with TLS from a test CA and htpasswd auth.
@@ -39,146 +26,13 @@ type distribution struct {
 	caFile     string // PEM of the CA that signed the registry's certificate
 }
 
-// startDistribution starts docker-registry on a free loopback port and
-// waits until it answers.
+// startDistribution starts docker-registry on a free loopback port, with
+// TLS and one htpasswd user, and waits until it answers.
 func startDistribution(t *testing.T) *distribution {
 	t.Helper()
-	if _, err := os.Stat(distributionBinary); err != nil {
-		t.Skipf("the real registry is missing (%v); remedy: apt-get install -y docker-registry", err)
-	}
-	htpasswd, err := exec.LookPath("htpasswd")
-	if err != nil {
-		t.Skip("htpasswd is missing; remedy: apt-get install -y apache2-utils")
-	}
-	dir := t.TempDir()
-	d := &distribution{host: freeLoopbackAddr(t), user: "kiln", pass: "s3cret", caFile: filepath.Join(dir, "ca.pem")}
-	out, err := exec.Command(htpasswd, "-Bbn", d.user, d.pass).Output()
-	if err != nil {
-		t.Fatalf("htpasswd: %v", err)
-	}
-	writeFile(t, filepath.Join(dir, "htpasswd"), out)
-	writeTestCert(t, dir)
-	config := fmt.Sprintf(`version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %[1]s/data
-http:
-  addr: %[2]s
-  tls:
-    certificate: %[1]s/cert.pem
-    key: %[1]s/key.pem
-auth:
-  htpasswd:
-    realm: kiln-test
-    path: %[1]s/htpasswd
-`, dir, d.host)
-	writeFile(t, filepath.Join(dir, "config.yml"), []byte(config))
-
-	var logs bytes.Buffer
-	cmd := exec.Command(distributionBinary, "serve", filepath.Join(dir, "config.yml"))
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", distributionBinary, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("docker-registry output:\n%s", logs.String())
-		}
-	})
-	waitReady(t, d.host)
-	return d
-}
-
-// freeLoopbackAddr returns a loopback address nobody listens on right now.
-func freeLoopbackAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// waitReady polls /v2/ until the registry answers (it answers 401 here).
-func waitReady(t *testing.T, host string) {
-	t.Helper()
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	var lastErr error
-	for i := 0; i < 300; i++ {
-		resp, err := client.Get("https://" + host + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			return
-		}
-		lastErr = err
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("docker-registry on %s never answered: %v", host, lastErr)
-}
-
-// writeTestCert writes a test CA to dir/ca.pem and a certificate it signed
-// for 127.0.0.1 to dir/cert.pem, with its key in dir/key.pem.
-func writeTestCert(t *testing.T, dir string) {
-	t.Helper()
-	caKey, caCert, caDER := newCert(t, &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "kiln test CA"},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}, nil, nil)
-	key, _, der := newCert(t, &x509.Certificate{
-		Subject:     pkix.Name{CommonName: "kiln test registry"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, caCert, caKey)
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(dir, "ca.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
-	writeFile(t, filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	writeFile(t, filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
-}
-
-// newCert makes a key and a certificate from tmpl, signed by parent (self-
-// signed when parent is nil).
-func newCert(t *testing.T, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl.SerialNumber = serial
-	tmpl.NotBefore = time.Now().Add(-time.Hour)
-	tmpl.NotAfter = time.Now().Add(24 * time.Hour)
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert, der
-}
-
-func writeFile(t *testing.T, path string, data []byte) {
-	t.Helper()
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	const user, pass = "kiln", "s3cret"
+	r := registrytest.Start(t, registrytest.Options{TLS: true, Users: map[string]string{user: pass}})
+	return &distribution{host: r.Host, user: user, pass: pass, caFile: r.CAFile}
 }
 
 // skopeo runs skopeo against d with d's credentials and returns its stdout.
@@ -199,7 +53,11 @@ func (d *distribution) skopeo(t *testing.T, args ...string) []byte {
 
 func (d *distribution) client(opts ...Option) *Client {
 	base := []Option{WithInsecure(d.host), WithKeychain(staticKeychain{&authn.Basic{Username: d.user, Password: d.pass}})}
-	return New(append(base, opts...)...)
+	c, err := New(append(base, opts...)...)
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 
 func TestDistribution(t *testing.T) {
@@ -255,7 +113,7 @@ func TestDistribution(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), refs[0]) || !strings.Contains(err.Error(), "UNAUTHORIZED") {
 			t.Errorf("no credentials: %v", err)
 		}
-		_, err = New(WithKeychain(anonymous)).Image(ctx, refs[0])
+		_, err = newTestClient(t, WithKeychain(anonymous)).Image(ctx, refs[0])
 		if err == nil || !strings.Contains(err.Error(), refs[0]) {
 			t.Errorf("TLS with an unknown CA and no WithInsecure: %v", err)
 		}
@@ -331,7 +189,7 @@ func TestVerifiedTLSChild(t *testing.T) {
 		t.Skip("only run by TestDistribution, in a process that trusts the test CA")
 	}
 	ref, want, user, pass := args[0], args[1], args[2], args[3]
-	c := New(WithKeychain(staticKeychain{&authn.Basic{Username: user, Password: pass}}))
+	c := newTestClient(t, WithKeychain(staticKeychain{&authn.Basic{Username: user, Password: pass}}))
 	img, err := c.Image(context.Background(), ref)
 	if err != nil {
 		t.Fatal(err)

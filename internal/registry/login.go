@@ -3,7 +3,6 @@ package registry
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,32 +18,31 @@ import (
 // registry asks for) by reaching its /v2/ endpoint with them.
 func (c *Client) Login(ctx context.Context, host, user, password string) error {
 	var opts []name.Option
-	if c.insecure[host] {
+	if h := c.hosts[host]; h != nil && h.insecure {
 		opts = append(opts, name.Insecure)
 	}
 	reg, err := name.NewRegistry(host, opts...)
 	if err != nil {
-		return fmt.Errorf("logging in to %q: %w", host, err)
+		return &Error{Op: "logging in to", Ref: fmt.Sprintf("%q", host), Reason: oneLine(err.Error()), Err: err}
 	}
 	auth := &authn.Basic{Username: user, Password: password}
-	rt, err := transport.NewWithContext(ctx, reg, auth, c.transport, []string{reg.Scope(transport.PullScope)})
-	if err != nil {
-		return fmt.Errorf("logging in to %s: %w", host, err)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s://%s/v2/", reg.Scheme(), reg.RegistryStr()), nil)
-	if err != nil {
-		return err
-	}
-	resp, err := (&http.Client{Transport: rt}).Do(req)
-	if err != nil {
-		return fmt.Errorf("logging in to %s: %w", host, err)
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("logging in to %s as %s: the registry answered %s (wrong user or password?)", host, user, resp.Status)
-	}
-	return nil
+	err = c.retry(ctx, "logging in to "+host, func(ctx context.Context) error {
+		rt, err := transport.NewWithContext(ctx, reg, auth, c.transport, []string{reg.Scope(transport.PullScope)})
+		if err != nil {
+			return err
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s://%s/v2/", reg.Scheme(), reg.RegistryStr()), nil)
+		if err != nil {
+			return err
+		}
+		resp, err := (&http.Client{Transport: rt}).Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return transport.CheckError(resp, http.StatusOK)
+	})
+	return explain(err, "logging in to", host+" as "+user, host, true)
 }
 
 // ConfigDir is where login writes credentials, as docker does: $DOCKER_CONFIG, else

@@ -19,7 +19,7 @@ import (
 func TestLogin(t *testing.T) {
 	d := startDistribution(t)
 	ctx := context.Background()
-	c := New(WithInsecure(d.host))
+	c := newTestClient(t, WithInsecure(d.host))
 	if err := c.Login(ctx, d.host, d.user, "wrong"); err == nil || !strings.Contains(err.Error(), d.host) {
 		t.Fatalf("login with a wrong password: %v, want an error naming %s", err, d.host)
 	}
@@ -49,7 +49,7 @@ func TestLogin(t *testing.T) {
 	if err != nil || auth == authn.Anonymous {
 		t.Fatalf("the default keychain does not find the saved login: %v", err)
 	}
-	logged := New(WithInsecure(d.host)) // default keychain
+	logged := newTestClient(t, WithInsecure(d.host)) // default keychain
 	img, _ := random.Image(512, 1)
 	ref := d.host + "/kiln/login:v1"
 	if err := logged.Push(ctx, img, ref); err != nil {
@@ -61,7 +61,7 @@ func TestLogin(t *testing.T) {
 	if err := RemoveLogin(dir, d.host); err == nil {
 		t.Error("a second logout succeeded")
 	}
-	if _, err := New(WithInsecure(d.host)).Digest(ctx, ref); err == nil {
+	if _, err := newTestClient(t, WithInsecure(d.host)).Digest(ctx, ref); err == nil {
 		t.Error("the registry still answered after logout")
 	}
 }

@@ -5,69 +5,116 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
-// Image resolves ref (a docker reference: "busybox" means
-// docker.io/library/busybox:latest) to an image for the client's platform,
-// choosing the matching manifest when ref points at an index. Layers are
-// fetched lazily, when they are read, under ctx: keep ctx alive while the
-// image is in use. A single-platform image is returned whatever its
-// platform.
+// Image resolves ref (a docker reference: "busybox" means docker.io/library/busybox:latest)
+// to an image for the client's platform, choosing the matching manifest when ref points at
+// an index. Mirrors of ref's registry are tried first, in order, then the registry itself.
+// Layers are fetched lazily, when they are read, under ctx: keep ctx alive while the image is
+// in use. A single-platform image is returned whatever its platform.
 func (c *Client) Image(ctx context.Context, ref string) (v1.Image, error) {
 	r, err := c.parse(ref)
 	if err != nil {
 		return nil, err
 	}
-	desc, err := remote.Get(r, c.remoteOptions(ctx)...)
+	sources, err := c.pullSources(r)
 	if err != nil {
-		return nil, fmt.Errorf("pulling image %s: %w", r, err)
+		return nil, err
+	}
+	for _, src := range sources {
+		img, err := c.imageFrom(ctx, src.ref)
+		if err == nil {
+			return img, nil
+		}
+		err = explain(err, "pulling", src.ref.String(), src.ref.Context().RegistryStr(), c.authenticated(src.ref.Context()))
+		if !src.mirror {
+			return nil, err
+		}
+		c.warnf("%v; trying the next source", err)
+	}
+	panic("unreachable: the origin is always the last source")
+}
+
+// imageFrom pulls r from where it names.
+func (c *Client) imageFrom(ctx context.Context, r name.Reference) (v1.Image, error) {
+	var desc *remote.Descriptor
+	err := c.retry(ctx, "pulling "+r.String(), func(ctx context.Context) error {
+		var err error
+		desc, err = remote.Get(r, c.remoteOptions(ctx)...)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if !desc.MediaType.IsIndex() {
 		img, err := desc.Image()
 		if err != nil {
-			return nil, fmt.Errorf("pulling image %s: %w", r, err)
+			return nil, err
 		}
-		return img, nil
+		return c.resumable(ctx, img, r.Context()), nil
 	}
 	idx, err := desc.ImageIndex()
 	if err != nil {
-		return nil, fmt.Errorf("pulling image index %s: %w", r, err)
+		return nil, err
 	}
 	manifest, err := idx.IndexManifest()
 	if err != nil {
-		return nil, fmt.Errorf("reading image index %s: %w", r, err)
+		return nil, err
 	}
 	child, ok := choosePlatform(manifest.Manifests, c.platform)
 	if !ok {
-		return nil, fmt.Errorf("pulling image %s: no manifest for platform %s (the index has: %s)",
-			r, platformString(c.platform), strings.Join(platformList(manifest.Manifests), ", "))
+		return nil, &Error{Op: "pulling", Ref: r.String(), Host: r.Context().RegistryStr(),
+			Reason: fmt.Sprintf("no manifest for platform %s (the index has: %s)",
+				platformString(c.platform), strings.Join(platformList(manifest.Manifests), ", "))}
 	}
-	img, err := idx.Image(child.Digest)
+	var img v1.Image
+	err = c.retry(ctx, "pulling "+r.String(), func(context.Context) error {
+		var err error
+		img, err = idx.Image(child.Digest)
+		if err == nil {
+			_, err = img.RawManifest()
+		}
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("pulling image %s for platform %s (%s): %w", r, platformString(c.platform), child.Digest, err)
+		return nil, fmt.Errorf("platform %s (%s): %w", platformString(c.platform), child.Digest, err)
 	}
-	return img, nil
+	return c.resumable(ctx, img, r.Context()), nil
 }
 
-// Digest returns the digest of the manifest (or index) ref points at. It
-// asks with HEAD and falls back to GET for registries that answer HEAD
+// Digest returns the digest of the manifest (or index) ref points at, at its origin (mirrors
+// may lag behind). It asks with HEAD and falls back to GET for registries that answer HEAD
 // without a digest.
 func (c *Client) Digest(ctx context.Context, ref string) (v1.Hash, error) {
-	r, err := c.parse(ref)
+	parsed, err := c.parse(ref)
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	desc, err := remote.Head(r, c.remoteOptions(ctx)...)
-	if err == nil {
-		return desc.Digest, nil
+	r, err := c.origin(parsed)
+	if err != nil {
+		return v1.Hash{}, err
 	}
-	full, getErr := remote.Get(r, c.remoteOptions(ctx)...)
-	if getErr != nil {
-		return v1.Hash{}, fmt.Errorf("resolving digest of %s: %w", r, getErr)
+	var digest v1.Hash
+	err = c.retry(ctx, "resolving "+r.String(), func(ctx context.Context) error {
+		desc, err := remote.Head(r, c.remoteOptions(ctx)...)
+		if err == nil {
+			digest = desc.Digest
+			return nil
+		}
+		full, err := remote.Get(r, c.remoteOptions(ctx)...)
+		if err != nil {
+			return err
+		}
+		digest = full.Digest
+		return nil
+	})
+	if err != nil {
+		return v1.Hash{}, explain(err, "resolving the digest of", r.String(), r.Context().RegistryStr(), c.authenticated(r.Context()))
 	}
-	return full.Digest, nil
+	return digest, nil
 }
 
 // choosePlatform picks the first manifest of an index that suits want.

@@ -75,7 +75,7 @@ func TestImageByTagAndDigest(t *testing.T) {
 	seed(t, host+"/app:v1", img)
 	want := mustDigest(t, img)
 
-	c := New(WithKeychain(anonymous))
+	c := newTestClient(t, WithKeychain(anonymous))
 	for _, ref := range []string{host + "/app:v1", host + "/app@" + want.String()} {
 		t.Run(ref, func(t *testing.T) {
 			got, err := c.Image(context.Background(), ref)
@@ -145,7 +145,7 @@ func TestImagePlatformSelection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(platformString(tt.platform), func(t *testing.T) {
-			c := New(WithKeychain(anonymous), WithPlatform(tt.platform))
+			c := newTestClient(t, WithKeychain(anonymous), WithPlatform(tt.platform))
 			img, err := c.Image(context.Background(), ref.String())
 			if tt.want == "" {
 				if err == nil || !strings.Contains(err.Error(), "linux/arm/v7") || !strings.Contains(err.Error(), ref.String()) {
@@ -161,7 +161,7 @@ func TestImagePlatformSelection(t *testing.T) {
 			}
 		})
 	}
-	d, err := New(WithKeychain(anonymous)).Digest(context.Background(), ref.String())
+	d, err := newTestClient(t, WithKeychain(anonymous)).Digest(context.Background(), ref.String())
 	if err != nil || d != mustDigest(t, idx) {
 		t.Fatalf("Digest of an index: %s, %v; want %s", d, err, mustDigest(t, idx))
 	}
@@ -186,7 +186,7 @@ func TestPushTwoRefsSkipsExistingBlobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := New(WithKeychain(anonymous))
+	c := newTestClient(t, WithKeychain(anonymous))
 	refs := []string{host + "/a/app:v1", host + "/b/other:latest"}
 	if err := c.Push(context.Background(), img, refs...); err != nil {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func TestErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := New(WithKeychain(staticKeychain{&authn.Basic{Username: "kiln", Password: "secret"}}))
+	good := newTestClient(t, WithKeychain(staticKeychain{&authn.Basic{Username: "kiln", Password: "secret"}}))
 	if err := good.Push(context.Background(), img, host+"/app:v1"); err != nil {
 		t.Fatalf("push with credentials: %v", err)
 	}
@@ -244,8 +244,8 @@ func TestErrors(t *testing.T) {
 	}{
 		{"missing tag", good, host + "/app:nope", []string{host + "/app:nope", "MANIFEST_UNKNOWN"}},
 		{"missing repository", good, host + "/nothing:v1", []string{host + "/nothing:v1", "NAME_UNKNOWN"}},
-		{"no credentials", New(WithKeychain(anonymous)), host + "/app:v1", []string{host + "/app:v1", "UNAUTHORIZED"}},
-		{"wrong credentials", New(WithKeychain(staticKeychain{&authn.Basic{Username: "kiln", Password: "wrong"}})),
+		{"no credentials", newTestClient(t, WithKeychain(anonymous)), host + "/app:v1", []string{host + "/app:v1", "UNAUTHORIZED"}},
+		{"wrong credentials", newTestClient(t, WithKeychain(staticKeychain{&authn.Basic{Username: "kiln", Password: "wrong"}})),
 			host + "/app:v1", []string{host + "/app:v1", "UNAUTHORIZED", "authentication required"}},
 		{"bad reference", good, "UPPER/case:x", []string{`"UPPER/case:x"`}},
 	}
@@ -263,7 +263,7 @@ func TestErrors(t *testing.T) {
 			}
 		})
 	}
-	if err := New(WithKeychain(anonymous)).Push(context.Background(), img, host+"/app:v2"); err == nil ||
+	if err := newTestClient(t, WithKeychain(anonymous)).Push(context.Background(), img, host+"/app:v2"); err == nil ||
 		!strings.Contains(err.Error(), "401 Unauthorized") || !strings.Contains(err.Error(), host+"/app:v2") {
 		t.Fatalf("push without credentials: %v", err)
 	}
@@ -321,8 +321,7 @@ func TestRetries(t *testing.T) {
 			flaky := startRegistry(t, func(http.Handler) http.Handler {
 				return failFirst(2, tt.fault)(proxyTo(host))
 			})
-			c := New(WithKeychain(anonymous), WithRetries(tt.retries))
-			c.backoff = time.Millisecond
+			c := newTestClient(t, WithKeychain(anonymous), WithRetries(tt.retries), WithRetryDelay(time.Millisecond))
 			_, err = c.Image(context.Background(), flaky+"/app:v1")
 			if tt.ok != (err == nil) {
 				t.Fatalf("with %d retries after 2 failures: err = %v", tt.retries, err)
@@ -364,10 +363,10 @@ func TestInsecureTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := New(WithKeychain(anonymous)).Push(context.Background(), img, host+"/app:v1"); err == nil {
+	if err := newTestClient(t, WithKeychain(anonymous)).Push(context.Background(), img, host+"/app:v1"); err == nil {
 		t.Fatal("push to a registry with an unknown certificate succeeded without WithInsecure")
 	}
-	c := New(WithKeychain(anonymous), WithInsecure(host))
+	c := newTestClient(t, WithKeychain(anonymous), WithInsecure(host))
 	if err := c.Push(context.Background(), img, host+"/app:v1"); err != nil {
 		t.Fatalf("push with WithInsecure: %v", err)
 	}
@@ -386,7 +385,7 @@ func TestUserAgent(t *testing.T) {
 		})
 	})
 	img, _ := random.Image(64, 1)
-	if err := New(WithKeychain(anonymous), WithUserAgent("kiln/test")).Push(context.Background(), img, host+"/ua:v1"); err != nil {
+	if err := newTestClient(t, WithKeychain(anonymous), WithUserAgent("kiln/test")).Push(context.Background(), img, host+"/ua:v1"); err != nil {
 		t.Fatal(err)
 	}
 	if ua, _ := agents.Load().(string); !strings.HasPrefix(ua, "kiln/test") {
@@ -408,8 +407,18 @@ func TestDigestWithoutHead(t *testing.T) {
 			proxyTo(backend).ServeHTTP(w, r)
 		})
 	})
-	d, err := New(WithKeychain(anonymous)).Digest(context.Background(), host+"/app:v1")
+	d, err := newTestClient(t, WithKeychain(anonymous)).Digest(context.Background(), host+"/app:v1")
 	if err != nil || d != mustDigest(t, img) {
 		t.Fatalf("Digest = %s, %v; want %s", d, err, mustDigest(t, img))
 	}
+}
+
+// newTestClient is New for tests: a configuration error fails the test.
+func newTestClient(t testing.TB, opts ...Option) *Client {
+	t.Helper()
+	c, err := New(opts...)
+	if err != nil {
+		t.Fatalf("registry.New: %v", err)
+	}
+	return c
 }

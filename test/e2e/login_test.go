@@ -2,81 +2,35 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"fmt"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kiln-build/kiln/test/registrytest"
 )
 
-// authRegistry starts Debian's docker-registry with htpasswd auth over TLS (a self-signed
-// certificate) on a free loopback port and returns its host:port.
+// authRegistry starts Debian's docker-registry with htpasswd auth over TLS on a free loopback
+// port and returns its host:port. Clients reach it with --insecure-registry: nothing trusts its CA.
 func authRegistry(t *testing.T, user, pass string) string {
 	t.Helper()
-	bin := needTool(t, "docker-registry")
-	htpasswd := needTool(t, "htpasswd")
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	needTool(t, "docker-registry")
+	needTool(t, "htpasswd")
+	r := registrytest.Start(t, registrytest.Options{TLS: true, Users: map[string]string{user: pass}})
+	// Without credentials it must refuse, or the failed login below would prove nothing.
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: insecureTLS()}}
+	resp, err := client.Get(r.URL() + "/v2/")
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("GET /v2/ on the auth registry: %v", err)
 	}
-	host := l.Addr().String()
-	l.Close()
-	out, err := exec.Command(htpasswd, "-Bbn", user, pass).Output()
-	if err != nil {
-		t.Fatalf("htpasswd: %v", err)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /v2/ without credentials on the auth registry: %s, want 401", resp.Status)
 	}
-	write := func(name string, data []byte) {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("htpasswd", out)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kiln-e2e"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	write("cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	write("key.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
-	write("config.yml", []byte(fmt.Sprintf(`version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: %[1]s/data}}
-http: {addr: %[2]s, tls: {certificate: %[1]s/cert.pem, key: %[1]s/key.pem}}
-auth: {htpasswd: {realm: kiln-e2e, path: %[1]s/htpasswd}}
-`, dir, host)))
-	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: insecureTLS()}}
-	for i := 0; i < 100; i++ {
-		if resp, err := client.Get("https://" + host + "/v2/"); err == nil {
-			resp.Body.Close()
-			return host
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("docker-registry did not start on %s", host)
-	return ""
+	return r.Host
 }
 
 // TestLoginPushLogout logs in as an unprivileged user, pushes with the saved credentials

@@ -102,13 +102,19 @@ func runKiln(t *testing.T, u User, args ...string) (stdout, stderr string, err e
 // such as -f or --secret src=, resolve against it).
 func runKilnIn(t *testing.T, u User, dir string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runKilnEnv(t, u, dir, nil, args...)
+}
+
+// runKilnEnv is runKilnIn with extra environment variables.
+func runKilnEnv(t *testing.T, u User, dir string, env []string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	bin := needKiln(t)
 	if len(args) > 0 && (args[0] == "build" || args[0] == "images" || args[0] == "doctor") && !hasFlag(args, "--root") {
 		args = append([]string{args[0], "--root", storeDir(t, u)}, args[1:]...)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	stdout, stderr, err = run(u.command(ctx, t, dir, nil, bin, args...))
+	stdout, stderr, err = run(u.command(ctx, t, dir, env, bin, args...))
 	t.Logf("kiln %s as %s: err=%v\n%s", strings.Join(args, " "), u, err, tail(stderr, 40))
 	return stdout, stderr, err
 }
