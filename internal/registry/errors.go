@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"syscall"
 
@@ -74,8 +75,8 @@ func explain(err error, op, ref, host string, authenticated bool) error {
 	case errors.As(err, &invalid):
 		e.Reason = fmt.Sprintf("the TLS certificate of %s is not valid (%v)", host, invalid)
 		e.Fix = "fix the registry's certificate (or pass --insecure-registry " + host + " to skip verification)"
-	case strings.Contains(err.Error(), "tls: ") && strings.Contains(err.Error(), "certificate required"):
-		e.Reason = fmt.Sprintf("%s requires a client certificate", host)
+	case strings.Contains(err.Error(), "tls: certificate required"), strings.Contains(err.Error(), "tls: bad certificate"):
+		e.Reason = fmt.Sprintf("%s requires a client certificate it trusts", host)
 		e.Fix = fmt.Sprintf("pass --registry-client-cert %s=CERT.pem,KEY.pem", host)
 	case errors.As(err, &terr):
 		e.Status = terr.StatusCode
@@ -88,11 +89,16 @@ func explain(err error, op, ref, host string, authenticated bool) error {
 		e.Reason = fmt.Sprintf("cannot connect to %s (connection refused)", host)
 		e.Fix = "check that the registry runs and the host and port are right"
 	default:
-		e.Reason = oneLine(err.Error())
+		e.Reason = reason(err)
 	}
 	var gaveUp *gaveUpError
-	if errors.As(err, &gaveUp) && !strings.Contains(e.Reason, "gave up after") {
-		e.Reason += fmt.Sprintf(" (gave up after %d retries)", gaveUp.retries)
+	if errors.As(err, &gaveUp) {
+		if !strings.Contains(e.Reason, "gave up after") {
+			e.Reason += fmt.Sprintf(" (gave up after %d retries)", gaveUp.retries)
+		}
+		if e.Fix == "" {
+			e.Fix = "the registry or the network keeps failing; try again later or raise --retry"
+		}
 	}
 	return e
 }
@@ -132,6 +138,29 @@ func statusFix(terr *transport.Error, op, host string, authenticated bool) strin
 		return "the registry is failing; try again later or raise --retry"
 	}
 	return ""
+}
+
+// reason is err in few words: a failed request is named by its method and path, without
+// the query (upload URLs carry long state tokens) or the scheme and host.
+func reason(err error) string {
+	var uerr *url.Error
+	if errors.As(err, &uerr) {
+		path := uerr.URL
+		if u, perr := url.Parse(uerr.URL); perr == nil {
+			path = u.Path
+		}
+		s := fmt.Sprintf("%s %s: %s", strings.ToUpper(uerr.Op), path, oneLine(uerr.Err.Error()))
+		var gaveUp *gaveUpError
+		if errors.As(err, &gaveUp) {
+			s += fmt.Sprintf(" (gave up after %d retries)", gaveUp.retries)
+		}
+		return s
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		return fmt.Sprintf("%d %s%s", terr.StatusCode, http.StatusText(terr.StatusCode), diagnostics(terr))
+	}
+	return oneLine(err.Error())
 }
 
 // oneLine folds a message onto one line.

@@ -38,51 +38,54 @@ func (c *Client) Image(ctx context.Context, ref string) (v1.Image, error) {
 	panic("unreachable: the origin is always the last source")
 }
 
-// imageFrom pulls r from where it names.
+// imageFrom pulls r from where it names: its manifest (choosing the platform's from an index)
+// and its config, retried together; layers are read later, through resumable downloads.
 func (c *Client) imageFrom(ctx context.Context, r name.Reference) (v1.Image, error) {
-	var desc *remote.Descriptor
+	var img v1.Image
 	err := c.retry(ctx, "pulling "+r.String(), func(ctx context.Context) error {
 		var err error
-		desc, err = remote.Get(r, c.remoteOptions(ctx)...)
+		img, err = c.fetchImage(ctx, r)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if !desc.MediaType.IsIndex() {
-		img, err := desc.Image()
+	return c.resumable(ctx, img, r.Context()), nil
+}
+
+// fetchImage fetches the manifest and config of r once.
+func (c *Client) fetchImage(ctx context.Context, r name.Reference) (v1.Image, error) {
+	desc, err := remote.Get(r, c.remoteOptions(ctx)...)
+	if err != nil {
+		return nil, err
+	}
+	var img v1.Image
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
 		if err != nil {
 			return nil, err
 		}
-		return c.resumable(ctx, img, r.Context()), nil
-	}
-	idx, err := desc.ImageIndex()
-	if err != nil {
-		return nil, err
-	}
-	manifest, err := idx.IndexManifest()
-	if err != nil {
-		return nil, err
-	}
-	child, ok := choosePlatform(manifest.Manifests, c.platform)
-	if !ok {
-		return nil, &Error{Op: "pulling", Ref: r.String(), Host: r.Context().RegistryStr(),
-			Reason: fmt.Sprintf("no manifest for platform %s (the index has: %s)",
-				platformString(c.platform), strings.Join(platformList(manifest.Manifests), ", "))}
-	}
-	var img v1.Image
-	err = c.retry(ctx, "pulling "+r.String(), func(context.Context) error {
-		var err error
-		img, err = idx.Image(child.Digest)
-		if err == nil {
-			_, err = img.RawManifest()
+		manifest, err := idx.IndexManifest()
+		if err != nil {
+			return nil, err
 		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("platform %s (%s): %w", platformString(c.platform), child.Digest, err)
+		child, ok := choosePlatform(manifest.Manifests, c.platform)
+		if !ok {
+			return nil, &Error{Op: "pulling", Ref: r.String(), Host: r.Context().RegistryStr(),
+				Reason: fmt.Sprintf("no manifest for platform %s (the index has: %s)",
+					platformString(c.platform), strings.Join(platformList(manifest.Manifests), ", "))}
+		}
+		if img, err = idx.Image(child.Digest); err != nil {
+			return nil, err
+		}
+	} else if img, err = desc.Image(); err != nil {
+		return nil, err
 	}
-	return c.resumable(ctx, img, r.Context()), nil
+	// The config is small and read at once (for diffIDs): fetch it here, under the retries.
+	if _, err := img.RawConfigFile(); err != nil {
+		return nil, err
+	}
+	return img, nil
 }
 
 // Digest returns the digest of the manifest (or index) ref points at, at its origin (mirrors

@@ -103,11 +103,11 @@ func TestLayerDownloadResumes(t *testing.T) {
 		var seen atomic.Int32
 		host := startRegistry(t, func(http.Handler) http.Handler { return cutBlobs(tt.cuts, &seen)(proxyTo(backend)) })
 		c := newTestClient(t, append(fast(), WithRetries(int(tt.retries)))...)
+		// The config blob is cut too: it is retried with the manifest, the layers resume.
 		got, err := c.Image(context.Background(), host+"/app:v1")
-		if err != nil {
-			t.Fatal(err)
+		if err == nil {
+			err = readLayers(t, got)
 		}
-		err = readLayers(t, got)
 		if tt.ok != (err == nil) {
 			t.Fatalf("%d cut downloads with %d retries: err = %v", tt.cuts, tt.retries, err)
 		}

@@ -133,9 +133,9 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 			if transient(err) && r.retries > 0 {
 				err = &gaveUpError{retries: r.retries, err: err}
 			}
-			return 0, fmt.Errorf("downloading layer %s at byte %d: %w", r.digest, r.off, err)
+			return 0, r.explain(err)
 		}
-		r.layer.img.c.warnf("downloading layer %s of %s: %v; resuming at byte %d", r.digest, r.layer.img.repo, oneLine(err.Error()), r.off)
+		r.layer.img.c.warnf("downloading layer %s of %s: %s; resuming at byte %d", r.digest, r.layer.img.repo, reason(err), r.off)
 		r.rc.Close()
 		if err := sleep(r.layer.img.ctx, r.layer.img.c.policy.wait(r.retries, nil)); err != nil {
 			return 0, err
@@ -144,12 +144,18 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 		rc, err := r.reopen()
 		if err != nil {
 			if !transient(err) {
-				return 0, fmt.Errorf("resuming layer %s at byte %d: %w", r.digest, r.off, err)
+				return 0, r.explain(err)
 			}
 			rc = errReader{err}
 		}
 		r.rc = rc
 	}
+}
+
+// explain describes a download that failed for good.
+func (r *resumingReader) explain(err error) error {
+	repo := r.layer.img.repo
+	return explain(err, fmt.Sprintf("downloading layer %s (at byte %d) of", r.digest, r.off), repo.String(), repo.RegistryStr(), r.layer.img.c.authenticated(repo))
 }
 
 // verify checks the whole blob against its digest and size.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -134,7 +135,7 @@ func withOpState(ctx context.Context) (context.Context, *opState) {
 
 // RoundTrip implements http.RoundTripper.
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	replayable := req.Body == nil || req.Body == http.NoBody || req.GetBody != nil
+	replayable := canReplay(req)
 	for attempt := 0; ; attempt++ {
 		out := req
 		if attempt > 0 && req.Body != nil && req.Body != http.NoBody {
@@ -165,6 +166,25 @@ func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
+}
+
+// canReplay reports whether req may be sent again after a failure. Upload chunks may not:
+// the registry may have kept part of a cut PATCH, and sending it again from the start then
+// corrupts or invalidates the upload session (the whole push is retried instead).
+func canReplay(req *http.Request) bool {
+	if req.Body == nil || req.Body == http.NoBody {
+		return true
+	}
+	if req.GetBody == nil {
+		return false
+	}
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodDelete, http.MethodOptions:
+		return true
+	case http.MethodPut:
+		return strings.Contains(req.URL.Path, "/manifests/")
+	}
+	return false
 }
 
 // attempt sends req once, under a context that a watchdog cancels when the response stalls.
@@ -299,7 +319,7 @@ func (c *Client) retry(ctx context.Context, what string, op func(ctx context.Con
 			}
 			return &gaveUpError{retries: c.policy.retries, err: err}
 		}
-		c.warnf("%s: %v; retrying", what, oneLine(err.Error()))
+		c.warnf("%s: %s; retrying", what, reason(err))
 		if err := sleep(ctx, c.policy.wait(attempt, nil)); err != nil {
 			return err
 		}

@@ -3,8 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-build/kiln/test/faultproxy"
 	"github.com/kiln-build/kiln/test/registrytest"
 )
 
@@ -360,4 +364,285 @@ func runKilnStdin(t *testing.T, u User, env []string, stdin string, args ...stri
 	err = cmd.Run()
 	t.Logf("kiln %s as %s: err=%v\n%s", strings.Join(args, " "), u, err, tail(errb.String(), 20))
 	return out.String(), errb.String(), err
+}
+
+// seedImage copies the busybox fixture to ref with skopeo.
+func seedImage(t *testing.T, ref string, destArgs ...string) {
+	t.Helper()
+	args := append(append([]string{"copy", "--src-tls-verify=false"}, destArgs...), "docker://localhost:5000/busybox:latest", "docker://"+ref)
+	if out, err := exec.Command(needTool(t, "skopeo"), args...).CombinedOutput(); err != nil {
+		t.Fatalf("seeding %s: %v\n%s", ref, err, out)
+	}
+}
+
+// TestRegistryMirrors pulls through mirrors, given by flag and by registries.toml, while the
+// origin is down.
+func TestRegistryMirrors(t *testing.T) {
+	needKiln(t)
+	needRoot(t)
+	needRegistry(t)
+	u := SubUser
+	origin := registrytest.Start(t, registrytest.Options{})
+	mirror := registrytest.Start(t, registrytest.Options{})
+	seedImage(t, mirror.Host+"/cache/e2e/base:v1", "--dest-tls-verify=false")
+	origin.Stop()
+	ref := origin.Host + "/e2e/base:v1"
+	ctxDir := userDir(t, u, "ctx")
+	writeUserFile(t, u, filepath.Join(ctxDir, "Dockerfile"), "FROM "+ref+"\nRUN echo pulled-from-mirror\n")
+
+	t.Run("flag", func(t *testing.T) {
+		_, stderr, err := runKiln(t, u, "build", "--registry-mirror", origin.Host+"="+mirror.Host+"/cache", ctxDir)
+		if err != nil || !strings.Contains(stderr, "pulled-from-mirror") {
+			t.Fatalf("build through the mirror: %v\n%s", err, tail(stderr, 10))
+		}
+	})
+	t.Run("registries.toml", func(t *testing.T) {
+		conf := fmt.Sprintf("[[registry]]\nprefix = %q\n[[registry.mirror]]\nlocation = %q\n[[registry.mirror]]\nlocation = %q\n",
+			origin.Host+"/e2e", "127.0.0.1:1/nowhere", mirror.Host+"/cache/e2e")
+		xdg := userDir(t, u, "xdg")
+		os.MkdirAll(filepath.Join(xdg, "kiln"), 0o755)
+		a := u.lookup(t)
+		os.Chown(filepath.Join(xdg, "kiln"), a.uid, a.gid)
+		writeUserFile(t, u, filepath.Join(xdg, "kiln", "registries.toml"), conf)
+		_, stderr, err := runKilnEnv(t, u, "/", []string{"XDG_CONFIG_HOME=" + xdg}, "build", "--retry", "0", ctxDir)
+		if err != nil || !strings.Contains(stderr, "pulled-from-mirror") {
+			t.Fatalf("build through registries.toml's second mirror: %v\n%s", err, tail(stderr, 10))
+		}
+		if !strings.Contains(stderr, "127.0.0.1:1") {
+			t.Errorf("no warning about the dead mirror:\n%s", tail(stderr, 10))
+		}
+	})
+	t.Run("origin down, no mirror", func(t *testing.T) {
+		_, stderr, err := runKiln(t, u, "build", "--retry", "1", "--retry-delay", "10ms", ctxDir)
+		if err == nil {
+			t.Fatal("built without the origin")
+		}
+		if line := lastError(t, stderr); !strings.Contains(line, origin.Host) {
+			t.Fatalf("error does not name the origin: %s", line)
+		}
+	})
+}
+
+// TestRegistryClientCert pushes to a registry that wants a client certificate.
+func TestRegistryClientCert(t *testing.T) {
+	needKiln(t)
+	needRoot(t)
+	needRegistry(t)
+	u := SubUser
+	r := registrytest.Start(t, registrytest.Options{TLS: true, ClientCerts: true})
+	ca := "--registry-ca=" + r.Host + "=" + userFile(t, u, r.CAFile)
+	cert := "--registry-client-cert=" + r.Host + "=" + userFile(t, u, r.ClientCert) + "," + userFile(t, u, r.ClientKey)
+	ctxDir := layeredContext(t, u)
+	_, stderr, err := runKiln(t, u, "build", "-t", r.Host+"/e2e/mtls:v1", "--push", ca, ctxDir)
+	if err == nil || !strings.Contains(lastError(t, stderr), "--registry-client-cert "+r.Host+"=") {
+		t.Fatalf("push without a client certificate: %v\n%s", err, tail(stderr, 5))
+	}
+	if _, stderr, err := runKiln(t, u, "build", "-t", r.Host+"/e2e/mtls:v1", "--push", ca, cert, ctxDir); err != nil {
+		t.Fatalf("push with a client certificate: %v\n%s", err, tail(stderr, 10))
+	}
+}
+
+// TestRegistryToken pushes to two repositories of a registry with bearer-token auth: kiln asks
+// for push scopes, and for the second repository also for pull on the first, to mount its
+// blobs instead of uploading them.
+func TestRegistryToken(t *testing.T) {
+	needKiln(t)
+	needRoot(t)
+	needRegistry(t)
+	u := SubUser
+	r := registrytest.Start(t, registrytest.Options{TLS: true, Token: true, Users: map[string]string{regUser: regPass}})
+	realm := tokenRealmHost(t, r)
+	caFile := userFile(t, u, r.CAFile)
+	env := []string{dockerConfig(t, u, authsConfig(regUser, regPass, r.Host))}
+	ctxDir := layeredContext(t, u)
+	_, stderr, err := runKilnEnv(t, u, "/", env, "build", "-t", r.Host+"/e2e/one:v1", "--destination", r.Host+"/e2e/two:v1",
+		"--push", "--registry-ca", r.Host+"="+caFile, "--registry-ca", realm+"="+caFile, ctxDir)
+	if err != nil {
+		t.Fatalf("push with token auth: %v\n%s", err, tail(stderr, 10))
+	}
+	scopes := strings.Join(r.TokenScopes(), " ")
+	for _, want := range []string{"repository:e2e/one:push,pull", "repository:e2e/two:push,pull", "repository:e2e/one:pull"} {
+		if !strings.Contains(scopes, want) {
+			t.Errorf("no token asked for %s; asked: %s", want, scopes)
+		}
+	}
+}
+
+// tokenRealmHost is the host:port of r's token server, read from its challenge.
+func tokenRealmHost(t *testing.T, r *registrytest.Registry) string {
+	t.Helper()
+	resp, err := (&http.Client{Transport: r.Transport()}).Get(r.URL() + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	challenge := resp.Header.Get("WWW-Authenticate")
+	_, rest, ok := strings.Cut(challenge, `realm="`)
+	realm, _, _ := strings.Cut(rest, `"`)
+	u, err := url.Parse(realm)
+	if !ok || err != nil {
+		t.Fatalf("no realm in %q", challenge)
+	}
+	return u.Host
+}
+
+// faultyRegistry is the TLS registry behind a fault-injecting proxy, and the flags and
+// environment that make kiln use the proxy.
+func faultyRegistry(t *testing.T, u User) (testRegistry, *faultproxy.Proxy, []string, []string) {
+	t.Helper()
+	r := startRegistries(t, u)[0]
+	cert, key := r.IssueCert(t, "127.0.0.1")
+	upstream, _ := url.Parse(r.URL())
+	p := faultproxy.New(t, upstream, faultproxy.Options{CertFile: cert, KeyFile: key, UpstreamTransport: r.Transport()})
+	flags := []string{"--registry-ca", p.Host() + "=" + userFile(t, u, r.CAFile),
+		"--retry", "4", "--retry-delay", "200ms", "--registry-timeout", "3s"}
+	env := []string{dockerConfig(t, u, authsConfig(regUser, regPass, p.Host(), r.Host))}
+	return r, p, flags, env
+}
+
+// TestRegistryFaults pushes and pulls a multi-layer image through transient faults, and
+// checks that permanent faults fail within the retry budget without leaving a tag that
+// points at an incomplete image.
+func TestRegistryFaults(t *testing.T) {
+	needKiln(t)
+	needRoot(t)
+	needRegistry(t)
+	u := SubUser
+	r, p, flags, env := faultyRegistry(t, u)
+	ctxDir := layeredContext(t, u)
+	ref := p.Host() + "/e2e/faults:v1"
+	direct := r.Host + "/e2e/faults:v1"
+	build := func(t *testing.T, args ...string) (string, string, error) {
+		t.Helper()
+		return runKilnEnv(t, u, "/", env, append(append([]string{"build"}, flags...), args...)...)
+	}
+	applied := func(t *testing.T, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			if p.CountFault(n) == 0 {
+				t.Errorf("fault %s never happened", n)
+			}
+		}
+	}
+
+	t.Run("transient push", func(t *testing.T) {
+		p.Clear()
+		p.Add(faultproxy.Rule{Name: "upload-503", Method: "POST", Path: `/blobs/uploads/$`, Times: 2, Kind: faultproxy.Status, Status: 503})
+		p.Add(faultproxy.Rule{Name: "head-reset", Method: "HEAD", Path: `/blobs/sha256:`, Times: 2, Kind: faultproxy.Reset})
+		p.Add(faultproxy.Rule{Name: "patch-cut", Method: "PATCH", Path: `/blobs/uploads/`, Times: 1, Kind: faultproxy.DropRequestBody, Bytes: 100_000})
+		p.Add(faultproxy.Rule{Name: "put-500", Method: "PUT", Path: `/blobs/uploads/`, Times: 1, Kind: faultproxy.Status, Status: 500})
+		p.Add(faultproxy.Rule{Name: "manifest-429", Method: "PUT", Path: `/manifests/`, Times: 1, Kind: faultproxy.Status, Status: 429, RetryAfter: time.Second})
+		stdout, stderr, err := build(t, "-t", ref, "--push", ctxDir)
+		if err != nil {
+			t.Fatalf("push through transient faults: %v\n%s", err, tail(stderr, 20))
+		}
+		applied(t, "upload-503", "head-reset", "patch-cut", "put-500", "manifest-429")
+		if got, want := skopeoDigest(t, r, direct), builtDigest(t, stdout); got != want {
+			t.Fatalf("the registry has %q, kiln built %s", got, want)
+		}
+		checkComplete(t, r, direct)
+	})
+
+	t.Run("transient pull", func(t *testing.T) {
+		p.Clear()
+		p.Add(faultproxy.Rule{Name: "manifest-503", Method: "GET", Path: `/manifests/`, Times: 1, Kind: faultproxy.Status, Status: 503})
+		p.Add(faultproxy.Rule{Name: "config-cut", Method: "GET", Path: `/blobs/sha256:`, Times: 1, Kind: faultproxy.DropResponseBody, Bytes: 100})
+		// The config is fetched again, then the layers: cut two and stall one part-way.
+		p.Add(faultproxy.Rule{Name: "layer-cut", Method: "GET", Path: `/blobs/sha256:`, After: 2, Times: 2, Kind: faultproxy.DropResponseBody, Bytes: 50_000})
+		p.Add(faultproxy.Rule{Name: "layer-stall", Method: "GET", Path: `/blobs/sha256:`, After: 4, Times: 1, Kind: faultproxy.Stall, Bytes: 1000, Hang: true})
+		_, stderr, err := build(t, "--root", userDir(t, u, "pull-store"), fromContext(t, u, ref))
+		if err != nil || !strings.Contains(stderr, "900000") {
+			t.Fatalf("pull through transient faults: %v\n%s", err, tail(stderr, 20))
+		}
+		applied(t, "manifest-503", "config-cut", "layer-cut", "layer-stall")
+		if n := strings.Count(stderr, "resuming at byte"); n < 3 {
+			t.Errorf("%d layer downloads resumed, want 3:\n%s", n, tail(stderr, 20))
+		}
+	})
+
+	permanent := []struct {
+		name string
+		rule faultproxy.Rule
+		want string
+	}{
+		{"upload always 503", faultproxy.Rule{Method: "PATCH", Path: `/blobs/uploads/`, Kind: faultproxy.Status, Status: 503}, "503"},
+		{"upload always cut", faultproxy.Rule{Method: "PATCH", Path: `/blobs/uploads/`, Kind: faultproxy.DropRequestBody, Bytes: 10_000}, "gave up after"},
+		{"manifest always 500", faultproxy.Rule{Method: "PUT", Path: `/manifests/`, Kind: faultproxy.Status, Status: 500}, "500"},
+	}
+	for i, tc := range permanent {
+		t.Run("permanent push: "+tc.name, func(t *testing.T) {
+			p.Clear()
+			p.Add(tc.rule)
+			broken := fmt.Sprintf("/e2e/broken%d:v1", i)
+			start := time.Now()
+			_, stderr, err := build(t, "-t", p.Host()+broken, "--push", ctxDir)
+			if err == nil {
+				t.Fatal("the push succeeded")
+			}
+			// Four retries wait about 0.2+0.4+0.8+1.6 s per request, with jitter.
+			if d := time.Since(start); d > 90*time.Second {
+				t.Errorf("failing took %s", d)
+			}
+			line := lastError(t, stderr)
+			for _, w := range []string{p.Host() + broken, tc.want} {
+				if !strings.Contains(line, w) {
+					t.Errorf("error %q does not mention %q", line, w)
+				}
+			}
+			if d := skopeoDigest(t, r, r.Host+broken); d != "" {
+				t.Errorf("the registry holds %s at %s after a failed push", d, broken)
+			}
+		})
+	}
+
+	t.Run("permanent pull", func(t *testing.T) {
+		p.Clear()
+		p.Add(faultproxy.Rule{Method: "GET", Path: `/blobs/sha256:`, Kind: faultproxy.Status, Status: 502})
+		_, stderr, err := build(t, "--root", userDir(t, u, "pull-store-2"), fromContext(t, u, ref))
+		if err == nil {
+			t.Fatal("the pull succeeded")
+		}
+		if line := lastError(t, stderr); !strings.Contains(line, "502") || !strings.Contains(line, "gave up after 4 retries") {
+			t.Errorf("error %q does not give the registry's answer and the retries", line)
+		}
+	})
+}
+
+// TestPushThreeDestinations pushes one image to two repositories of one registry and one of
+// another: each layer blob is uploaded once per registry, and mounted into the second
+// repository.
+func TestPushThreeDestinations(t *testing.T) {
+	needKiln(t)
+	needRoot(t)
+	needRegistry(t)
+	u := SubUser
+	var proxies []*faultproxy.Proxy
+	for range 2 {
+		r := registrytest.Start(t, registrytest.Options{})
+		upstream, _ := url.Parse(r.URL())
+		proxies = append(proxies, faultproxy.New(t, upstream, faultproxy.Options{}))
+	}
+	a, b := proxies[0].Host(), proxies[1].Host()
+	_, stderr, err := runKiln(t, u, "build", "-t", a+"/e2e/one:v1", "--destination", a+"/e2e/two:v1",
+		"--destination", b+"/e2e/three:v1", "--push", layeredContext(t, u))
+	if err != nil {
+		t.Fatalf("push: %v\n%s", err, tail(stderr, 10))
+	}
+	raw := mustRun(t, Root, "skopeo", "inspect", "--tls-verify=false", "--raw", "docker://"+a+"/e2e/two:v1")
+	var manifest struct {
+		Layers []struct{ Digest string } `json:"layers"`
+	}
+	if err := json.Unmarshal([]byte(raw), &manifest); err != nil || len(manifest.Layers) != 4 {
+		t.Fatalf("manifest of %s: %v\n%s", a+"/e2e/two:v1", err, raw)
+	}
+	upA, upB, mountA := proxies[0].BlobUploads(), proxies[1].BlobUploads(), proxies[0].BlobMounts()
+	for _, l := range manifest.Layers {
+		if upA[l.Digest] != 1 || upB[l.Digest] != 1 || mountA[l.Digest] != 1 {
+			t.Errorf("layer %s: uploaded %d times to %s (%d mounts) and %d times to %s; want 1, 1 mount, 1",
+				l.Digest, upA[l.Digest], a, mountA[l.Digest], upB[l.Digest], b)
+		}
+	}
+	for _, ref := range []string{a + "/e2e/one:v1", a + "/e2e/two:v1", b + "/e2e/three:v1"} {
+		checkComplete(t, testRegistry{}, ref)
+	}
 }
