@@ -206,6 +206,9 @@ func TestRegistries(t *testing.T) {
 				if got, want := skopeoDigest(t, r, ref), builtDigest(t, stdout); got != want {
 					t.Fatalf("the registry has %s for %s, kiln built %s", got, ref, want)
 				}
+				if warned := strings.Contains(stderr, "registry "+r.Host+" is insecure"); warned != !r.auth {
+					t.Errorf("warning about an insecure registry: %v, want %v\n%s", warned, !r.auth, tail(stderr, 10))
+				}
 				checkComplete(t, r, ref)
 				// Pull it back into an empty store.
 				args = append([]string{"build", "--root", userDir(t, u, "pull-store")}, r.flags...)
@@ -221,16 +224,21 @@ func TestRegistries(t *testing.T) {
 			t.Run("config.json", func(t *testing.T) {
 				pushAndPull(t, "config", []string{dockerConfig(t, u, authsConfig(regUser, regPass, r.Host))})
 			})
-			t.Run("credential-helper", func(t *testing.T) {
+			// credHelperEnv builds the test credential helper for u and returns the
+			// environment that puts it on PATH, with its store file and config.json.
+			credHelperEnv := func(t *testing.T, config string) ([]string, string) {
 				bin := userDir(t, u, "bin")
 				helper := registrytest.BuildCredHelper(t, bin, "kilntest")
 				os.Chmod(helper, 0o755)
 				store := filepath.Join(userDir(t, u, "creds"), "creds.json")
-				env := []string{
+				return []string{
 					"PATH=" + bin + ":/usr/local/bin:/usr/bin:/bin",
 					registrytest.CredHelperFileEnv + "=" + store,
-					dockerConfig(t, u, fmt.Sprintf(`{"credHelpers":{%q:"kilntest"}}`, r.Host)),
-				}
+					dockerConfig(t, u, config),
+				}, helper
+			}
+			t.Run("credential-helper", func(t *testing.T) {
+				env, helper := credHelperEnv(t, fmt.Sprintf(`{"credHelpers":{%q:"kilntest"}}`, r.Host))
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
 				cmd := u.command(ctx, t, "/", env, helper, "store")
@@ -239,6 +247,22 @@ func TestRegistries(t *testing.T) {
 					t.Fatalf("storing credentials in the helper: %v\n%s", err, out)
 				}
 				pushAndPull(t, "helper", env)
+			})
+			t.Run("login-credsStore", func(t *testing.T) {
+				env, _ := credHelperEnv(t, `{"credsStore":"kilntest"}`)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				args := append(append([]string{"login"}, r.flags...), "-u", regUser, "--password-stdin", r.Host)
+				cmd := u.command(ctx, t, "/", env, needKiln(t), args...)
+				cmd.Stdin = strings.NewReader(regPass + "\n")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("login through credsStore: %v\n%s", err, out)
+				}
+				store := strings.TrimPrefix(env[1], registrytest.CredHelperFileEnv+"=")
+				if data, err := os.ReadFile(store); err != nil || !strings.Contains(string(data), regPass) {
+					t.Fatalf("the helper did not receive the credentials: %v\n%s", err, data)
+				}
+				pushAndPull(t, "credsstore", env)
 			})
 			t.Run("login", func(t *testing.T) {
 				env := []string{dockerConfig(t, u, "{}")}
