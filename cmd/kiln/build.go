@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/cache"
 	"github.com/kiln-build/kiln/internal/executor"
 	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/sandbox"
@@ -23,6 +24,7 @@ type buildFlags struct {
 	file, target, platform, network, format, root, driver   string
 	digestFile, metadataFile, compression, sourceDateEpoch  string
 	tags, destinations, buildArgs, labels, outputs, secrets []string
+	cacheFrom, cacheTo, noCacheFilter                       []string
 	pull, push, quiet, fsync, noCache, skipPushCheck        bool
 	registry                                                registryFlags
 }
@@ -79,6 +81,9 @@ func newBuildCommand() *cobra.Command {
 	fl.StringVar(&f.network, "network", "host", "network of RUN steps: host or none")
 	fl.BoolVar(&f.pull, "pull", false, "pull base images even when the local store has them")
 	fl.BoolVar(&f.noCache, "no-cache", false, "run every step, even those the local cache holds")
+	fl.StringSliceVar(&f.noCacheFilter, "no-cache-filter", nil, "run every step of these stages (names or numbers), using the cache for the others")
+	fl.StringArrayVar(&f.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REPO or type=local,src=DIR (repeatable)")
+	fl.StringArrayVar(&f.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REPO or type=local,dest=DIR, with mode=min|max (repeatable)")
 	fl.StringVar(&f.format, "format", "oci", "image format: oci or docker")
 	fl.StringArrayVarP(&f.outputs, "output", "o", nil, "also write the image: type=oci,dest=DIR|FILE.tar or type=docker,dest=FILE.tar")
 	fl.BoolVar(&f.push, "push", false, "push every -t name to its registry")
@@ -110,6 +115,21 @@ func (f *buildFlags) request(contextDir string) (build.Request, error) {
 	}
 	if req.Registry, err = f.registry.options(); err != nil {
 		return req, err
+	}
+	req.NoCacheFilter = f.noCacheFilter
+	for _, v := range f.cacheFrom {
+		spec, err := cache.ParseSpec(v, false)
+		if err != nil {
+			return req, err
+		}
+		req.CacheFrom = append(req.CacheFrom, spec)
+	}
+	for _, v := range f.cacheTo {
+		spec, err := cache.ParseSpec(v, true)
+		if err != nil {
+			return req, err
+		}
+		req.CacheTo = append(req.CacheTo, spec)
 	}
 	if req.StoreRoot == "" {
 		req.StoreRoot = build.DefaultStoreRoot()

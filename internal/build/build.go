@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/archive"
+	"github.com/kiln-build/kiln/internal/cache"
 	"github.com/kiln-build/kiln/internal/frontend"
 	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/registry"
@@ -44,9 +45,13 @@ type Request struct {
 	Network string
 	// Pull makes FROM images be pulled even when the local store has them.
 	Pull bool
-	// NoCache runs every step even when the store has its result.
-	NoCache bool
-	Format  image.Format
+	// NoCache runs every step even when the store has its result; NoCacheFilter does so for
+	// the stages it names.
+	NoCache       bool
+	NoCacheFilter []string
+	// CacheFrom are caches to import (after the store); CacheTo where to export this build's.
+	CacheFrom, CacheTo []cache.Spec
+	Format             image.Format
 	// Outputs are extra destinations (--output); Push pushes every tag.
 	Outputs []Output
 	Push    bool
@@ -154,6 +159,7 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("setting up the %q storage driver in %s: %w", req.StorageDriver, st.Root(), err)
 	}
+	imported := importCaches(ctx, req, reg)
 	res, err := solver.New(solver.Config{
 		Plan:        plan,
 		Store:       st,
@@ -171,6 +177,8 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		SquashOwners:    req.SquashOwners,
 		Secrets:         req.Secrets,
 		NoCache:         req.NoCache,
+		NoCacheFilter:   req.NoCacheFilter,
+		CacheFrom:       cacheSources(imported),
 		Progress:        req.Progress,
 		Warnings:        req.Progress,
 	}).Solve(ctx)
@@ -196,6 +204,9 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	if err := writeOutputs(ctx, req, reg, img, result); err != nil {
+		return nil, err
+	}
+	if err := exportCaches(ctx, req, reg, st, res, imported); err != nil {
 		return nil, err
 	}
 	return result, nil

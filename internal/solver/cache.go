@@ -33,23 +33,29 @@ func keyOf(parts ...string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// stateKey is the part of the stage's state a file-changing step may depend on.
-func (st *stageState) stateKey() string {
+// stateKey is the part of the stage's state a step may depend on. ARGs count only for steps
+// that see them all (RUN, whose environment they are); other steps see only the ARGs their
+// text refers to, and that text is keyed already expanded.
+func (st *stageState) stateKey(withArgs bool) string {
 	c := st.cfg.Config
+	var args []string
+	if withArgs {
+		args = envSlice(st.args)
+	}
 	data, _ := json.Marshal(struct {
 		Env        []string
 		Args       []string
 		User       string
 		WorkingDir string
 		Shell      []string
-	}{c.Env, envSlice(st.args), c.User, c.WorkingDir, c.Shell})
+	}{c.Env, args, c.User, c.WorkingDir, c.Shell})
 	return string(data)
 }
 
-// stepKey is the cache key of a file-changing step of this stage; inputs describes what the
-// step reads besides the rootfs.
-func (st *stageState) stepKey(text string, inputs ...string) string {
-	return keyOf(append([]string{st.key, st.stateKey(), text}, inputs...)...)
+// stepKey is the cache key of a step of this stage; withArgs says whether it sees every ARG
+// in scope, and inputs describes what it reads besides the rootfs.
+func (st *stageState) stepKey(withArgs bool, text string, inputs ...string) string {
+	return keyOf(append([]string{st.key, st.stateKey(withArgs), text}, inputs...)...)
 }
 
 // contentKey hashes what a COPY or ADD reads from spec.SrcRoot: the sources Copy expands, each

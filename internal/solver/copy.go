@@ -26,26 +26,31 @@ func (st *stageState) copy(ctx context.Context, c *instructions.CopyCommand, tex
 	if len(c.ExcludePatterns) > 0 {
 		return fmt.Errorf("COPY --exclude is not supported")
 	}
-	release := func() {}
 	var sourceKey string
+	var open func(context.Context) (string, func(), error)
 	if c.From != "" {
 		from, err := st.s.cfg.Plan.ExpandGlobal(c.From)
 		if err != nil {
 			return fmt.Errorf("expanding --from=%s: %w", c.From, err)
 		}
-		root, key, rel, err := st.sourceRoot(ctx, from)
-		if err != nil {
+		if sourceKey, open, err = st.fromSource(ctx, from); err != nil {
 			return err
 		}
-		release, sourceKey = rel, key
-		spec.SrcRoot, spec.FromContext, spec.Excludes = root, false, nil
+		spec.FromContext, spec.Excludes = false, nil
 	} else if sourceKey, err = contentKey(spec, false); err != nil {
 		return err
 	}
-	defer release()
 	st.s.out.printf("%s %s\n", st.s.cfg.Plan.Describe(st.index), text)
-	key := st.stepKey(text, sourceKey, contentsKey(spec.Contents), spec.Dest)
+	key := st.stepKey(false, text, sourceKey, contentsKey(spec.Contents), spec.Dest)
 	return st.changeFS(ctx, text, key, func(root string) error {
+		if open != nil {
+			src, release, err := open(ctx)
+			if err != nil {
+				return err
+			}
+			defer release()
+			spec.SrcRoot = src
+		}
 		if err := st.resolveChown(root, c.Chown, &spec); err != nil {
 			return err
 		}
@@ -99,7 +104,7 @@ func (st *stageState) add(ctx context.Context, c *instructions.AddCommand, text 
 		if err != nil {
 			return err
 		}
-		key = st.stepKey(text, sourceKey, contentsKey(spec.Contents), spec.Dest, c.Checksum)
+		key = st.stepKey(false, text, sourceKey, contentsKey(spec.Contents), spec.Dest, c.Checksum)
 	}
 	return st.changeFS(ctx, text, key, func(root string) error {
 		if err := st.resolveChown(root, c.Chown, &spec); err != nil {
@@ -166,34 +171,53 @@ func (st *stageState) resolveChown(root, chown string, spec *executor.CopySpec) 
 // sourceRoot returns a readable rootfs for --from (an earlier stage or an image), its cache
 // key, and a function that releases it.
 func (st *stageState) sourceRoot(ctx context.Context, from string) (root, key string, release func(), err error) {
+	key, open, err := st.fromSource(ctx, from)
+	if err != nil {
+		return "", "", nil, err
+	}
+	root, release, err = open(ctx)
+	return root, key, release, err
+}
+
+// fromSource resolves --from (an earlier stage or an image) to its cache key and a function
+// that opens a read-only view of its rootfs. The view is opened only when a step runs, so a
+// cache hit never fetches the source's layers.
+func (st *stageState) fromSource(ctx context.Context, from string) (key string, open func(context.Context) (string, func(), error), err error) {
 	plan := st.s.cfg.Plan
-	var dirs []string
+	var dirs func(context.Context) ([]string, error)
 	if i, ok := plan.StageByName(from, st.index); ok {
 		src, err := st.s.waitStage(ctx, i)
 		if err != nil {
-			return "", "", nil, err
+			return "", nil, err
 		}
-		dirs, key = src.dirs, src.key
+		key, dirs = src.key, src.rootfs
 	} else {
 		img, err := st.s.cfg.Bases.Resolve(ctx, from, "")
 		if err != nil {
-			return "", "", nil, fmt.Errorf("--from=%s: %w", from, err)
-		}
-		_, d, _, err := st.s.unpack(ctx, img)
-		if err != nil {
-			return "", "", nil, fmt.Errorf("--from=%s: %w", from, err)
+			return "", nil, fmt.Errorf("--from=%s: %w", from, err)
 		}
 		digest, err := img.Digest()
 		if err != nil {
-			return "", "", nil, fmt.Errorf("--from=%s: %w", from, err)
+			return "", nil, fmt.Errorf("--from=%s: %w", from, err)
 		}
-		dirs, key = d, keyOf("image", digest.String())
+		key = keyOf("image", digest.String())
+		dirs = func(ctx context.Context) ([]string, error) {
+			_, d, _, err := st.s.unpack(ctx, img)
+			return d, err
+		}
 	}
-	view, err := st.s.cfg.Snapshotter.Prepare(ctx, dirs)
-	if err != nil {
-		return "", "", nil, fmt.Errorf("--from=%s: preparing a view: %w", from, err)
+	open = func(ctx context.Context) (string, func(), error) {
+		d, err := dirs(ctx)
+		if err != nil {
+			return "", nil, fmt.Errorf("--from=%s: %w", from, err)
+		}
+		view, err := st.s.cfg.Snapshotter.Prepare(ctx, d)
+		if err != nil {
+			return "", nil, fmt.Errorf("--from=%s: preparing a view: %w", from, err)
+		}
+		return view.Root(), func() { _ = view.Release() }, nil
 	}
-	return view.Root(), key, func() { _ = view.Release() }, nil
+	return key, open, nil
 }
 
 // contentsKey hashes inline (heredoc) files.

@@ -51,8 +51,7 @@ func (st *stageState) dispatch(ctx context.Context, cmd instructions.Command, pr
 	if err := st.applyConfig(cmd); err != nil {
 		return err
 	}
-	st.addHistory(text, true)
-	return nil
+	return st.configStep(text)
 }
 
 // applyConfig handles the instructions that change only the image config.
@@ -178,7 +177,7 @@ func (st *stageState) workdir(ctx context.Context, c *instructions.WorkdirComman
 	dir = path.Clean(dir)
 	st.cfg.Config.WorkingDir = dir
 	st.s.out.printf("%s %s\n", st.s.cfg.Plan.Describe(st.index), text)
-	return st.changeFS(ctx, text, st.stepKey(text), func(root string) error {
+	return st.changeFS(ctx, text, st.stepKey(false, text), func(root string) error {
 		owner := executor.Owner{}
 		if u := st.cfg.Config.User; u != "" {
 			o, err := executor.ResolveOwner(root, u)

@@ -57,7 +57,7 @@ func (st *stageState) run(ctx context.Context, c *instructions.RunCommand, text 
 	}
 	plan := st.s.cfg.Plan
 	st.s.out.printf("%s %s\n", plan.Describe(st.index), text)
-	key := st.stepKey(text, append([]string{heredocsKey(c), spec.Network}, mountKeys...)...)
+	key := st.stepKey(true, text, append([]string{heredocsKey(c), spec.Network}, mountKeys...)...)
 	return st.changeFS(ctx, text, key, func(root string) error {
 		spec.Rootfs = root
 		return executor.Run(ctx, spec, st.s.out)

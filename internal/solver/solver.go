@@ -47,8 +47,11 @@ type Config struct {
 	// Secrets are the --secret values by id.
 	Secrets map[string]Secret
 	// NoCache runs every step even when the store holds its result (--no-cache); results
-	// are still recorded.
-	NoCache bool
+	// are still recorded. NoCacheFilter does so for the stages it names (--no-cache-filter).
+	NoCache       bool
+	NoCacheFilter []string
+	// CacheFrom are imported caches, looked up in order after the store.
+	CacheFrom []CacheSource
 	// Compression of the layers kiln writes.
 	Compression image.Compression
 	// SourceDateEpoch, when set, fixes created times and clamps file mtimes.
@@ -60,17 +63,21 @@ type Config struct {
 	Warnings io.Writer
 }
 
-// Result is the target stage's image content.
+// Result is the target stage's image content, and the cache records of the build.
 type Result struct {
 	Config *v1.ConfigFile
 	Layers []*image.Layer
+	// Steps made the target stage (and the stages it is built FROM); AllSteps made every
+	// stage built. They are what --cache-to exports with mode=min and mode=max.
+	Steps, AllSteps []Step
 }
 
 // Solver runs one Plan.
 type Solver struct {
-	cfg    Config
-	stages map[int]*stageResult
-	out    *progress
+	cfg     Config
+	stages  map[int]*stageResult
+	out     *progress
+	pending pending
 }
 
 type stageResult struct {
@@ -103,11 +110,11 @@ func New(cfg Config) *Solver {
 // Solve builds every stage the target needs, concurrently where they are independent, and
 // returns the target's image content.
 func (s *Solver) Solve(ctx context.Context) (*Result, error) {
-	g, ctx := errgroup.WithContext(ctx)
+	g, gctx := errgroup.WithContext(ctx)
 	for i, r := range s.stages {
 		g.Go(func() error {
 			defer close(r.done)
-			r.state, r.err = s.buildStage(ctx, i)
+			r.state, r.err = s.buildStage(gctx, i)
 			return r.err
 		})
 	}
@@ -115,7 +122,21 @@ func (s *Solver) Solve(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	st := s.stages[s.cfg.Plan.Target].state
-	return &Result{Config: st.finalConfig(), Layers: st.layers}, nil
+	// The image needs its layers in the store, cache hits included.
+	if err := st.materialize(ctx); err != nil {
+		return nil, err
+	}
+	res := &Result{Config: st.finalConfig(), Layers: st.layers, Steps: st.steps}
+	seen := map[string]bool{}
+	for _, i := range s.cfg.Plan.Needed() {
+		for _, step := range s.stages[i].state.steps {
+			if !seen[step.Key] {
+				seen[step.Key] = true
+				res.AllSteps = append(res.AllSteps, step)
+			}
+		}
+	}
+	return res, nil
 }
 
 // waitStage waits for stage i (which the caller depends on) and returns its final state.

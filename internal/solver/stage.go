@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -37,6 +38,11 @@ type stageState struct {
 	cmdSet bool
 	// key is the cache key of the stage's rootfs so far (see cache.go).
 	key string
+	// steps are the cache records of the steps that made this stage, its base stage's first.
+	steps []Step
+	// mu guards dirs while pending layers are fetched (see materialize): other stages read
+	// a finished stage's rootfs concurrently.
+	mu sync.Mutex
 }
 
 func (s *Solver) buildStage(ctx context.Context, i int) (*stageState, error) {
@@ -78,9 +84,12 @@ func (s *Solver) baseState(ctx context.Context, stage *frontend.Stage) (*stageSt
 			return nil, err
 		}
 		st.cfg = *base.finalConfig()
+		base.mu.Lock()
 		st.layers = slices.Clone(base.layers)
 		st.dirs = slices.Clone(base.dirs)
+		base.mu.Unlock()
 		st.key = base.key
+		st.steps = slices.Clone(base.steps)
 	case strings.EqualFold(stage.Base, "scratch"):
 		os, arch, _ := strings.Cut(s.platform(stage), "/")
 		arch, _, _ = strings.Cut(arch, "/")
@@ -161,18 +170,12 @@ func cloneConfig(c v1.Config) v1.Config {
 	return c
 }
 
-// now is the time recorded in history and config: SOURCE_DATE_EPOCH when set.
-func (st *stageState) now() time.Time {
-	if st.s.cfg.SourceDateEpoch != nil {
-		return st.s.cfg.SourceDateEpoch.UTC()
-	}
-	return time.Now().UTC()
-}
-
 // addHistory records a step; emptyLayer is set for steps that changed only the config.
-func (st *stageState) addHistory(createdBy string, emptyLayer bool) {
-	st.cfg.History = append(st.cfg.History, v1.History{Created: v1.Time{Time: st.now()}, CreatedBy: createdBy, EmptyLayer: emptyLayer})
-	st.cfg.Created = v1.Time{Time: st.now()}
+// recorded is the time the cache recorded for the step, or zero for a step made now.
+func (st *stageState) addHistory(createdBy string, emptyLayer bool, recorded time.Time) {
+	t := st.stepTime(recorded)
+	st.cfg.History = append(st.cfg.History, v1.History{Created: v1.Time{Time: t}, CreatedBy: createdBy, EmptyLayer: emptyLayer})
+	st.cfg.Created = v1.Time{Time: t}
 }
 
 // changeFS runs fn on a writable snapshot of the stage's rootfs and commits what it changed as
@@ -184,7 +187,11 @@ func (st *stageState) changeFS(ctx context.Context, createdBy, key string, fn fu
 		return nil
 	}
 	start := time.Now()
-	active, err := st.s.cfg.Snapshotter.Prepare(ctx, st.dirs)
+	dirs, err := st.rootfs(ctx)
+	if err != nil {
+		return err
+	}
+	active, err := st.s.cfg.Snapshotter.Prepare(ctx, dirs)
 	if err != nil {
 		return fmt.Errorf("preparing a snapshot: %w", err)
 	}
@@ -197,7 +204,7 @@ func (st *stageState) changeFS(ctx context.Context, createdBy, key string, fn fu
 		return err
 	}
 	took := time.Since(start).Round(time.Millisecond)
-	step := store.CachedStep{}
+	step := store.CachedStep{Created: st.stepTime(time.Time{})}
 	if layer != nil {
 		step.Layer, step.DiffID = &layer.Desc, &layer.Diff
 	}
@@ -206,39 +213,42 @@ func (st *stageState) changeFS(ctx context.Context, createdBy, key string, fn fu
 			return err
 		}
 		st.key = key
+		st.steps = append(st.steps, Step{Key: key, CachedStep: step})
 	}
 	if layer == nil {
 		st.s.out.printf("%s --> %s, no changes\n", st.s.cfg.Plan.Describe(st.index), took)
-		st.addHistory(createdBy, true)
+		st.addHistory(createdBy, true, step.Created)
 		return nil
 	}
 	st.s.out.printf("%s --> %s, layer %s (%s)\n", st.s.cfg.Plan.Describe(st.index), took, layer.Desc.Digest.Hex[:12], humanBytes(layer.Desc.Size))
+	st.mu.Lock()
 	st.layers = append(st.layers, layer)
 	st.dirs = append(st.dirs, dir)
-	st.addHistory(createdBy, false)
+	st.mu.Unlock()
+	st.addHistory(createdBy, false, step.Created)
 	return nil
 }
 
-// reuse applies the step recorded under key, when the cache has it and --no-cache is off.
+// reuse applies the step recorded under key, when a cache has it and the stage may use the
+// cache. A layer from an imported cache is only noted: it is fetched when something needs it.
 func (st *stageState) reuse(createdBy, key string) bool {
-	if st.s.cfg.NoCache {
-		return false
-	}
-	step, ok := st.s.cfg.Store.CachedStep(key)
+	step, dir, ok := st.lookup(key)
 	if !ok {
 		return false
 	}
 	st.key = key
+	st.steps = append(st.steps, Step{Key: key, CachedStep: step})
 	if step.Layer == nil {
 		st.s.out.printf("%s --> cached, no changes\n", st.s.cfg.Plan.Describe(st.index))
-		st.addHistory(createdBy, true)
+		st.addHistory(createdBy, true, step.Created)
 		return true
 	}
-	dir, _ := st.s.cfg.Store.LayerDir(*step.DiffID)
+	st.mu.Lock()
 	st.layers = append(st.layers, &image.Layer{Path: st.s.cfg.Store.BlobPath(step.Layer.Digest), Desc: *step.Layer, Diff: *step.DiffID})
 	st.dirs = append(st.dirs, dir)
+	st.mu.Unlock()
 	st.s.out.printf("%s --> cached, layer %s\n", st.s.cfg.Plan.Describe(st.index), step.Layer.Digest.Hex[:12])
-	st.addHistory(createdBy, false)
+	st.addHistory(createdBy, false, step.Created)
 	return true
 }
 

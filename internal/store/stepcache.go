@@ -5,15 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // CachedStep is what a build step produced, recorded under its cache key: a layer, or nothing
-// (a step that changed no file).
+// (a step that changed no file, or only the config), and when it was made, so that a rebuild
+// from the cache writes the same history and so the same image.
 type CachedStep struct {
-	Layer  *v1.Descriptor `json:"layer,omitempty"`
-	DiffID *v1.Hash       `json:"diffID,omitempty"`
+	Layer   *v1.Descriptor `json:"layer,omitempty"`
+	DiffID  *v1.Hash       `json:"diffID,omitempty"`
+	Created time.Time      `json:"created,omitzero"`
 }
 
 // stepPath is where the step cached under key is recorded. Keys are hex digests.

@@ -34,6 +34,12 @@ func (s *Store) Unpack(ctx context.Context, img v1.Image, opts archive.ExtractOp
 	if err != nil {
 		return nil, fmt.Errorf("unpacking image: listing layers: %w", err)
 	}
+	return s.UnpackLayers(ctx, layers, opts)
+}
+
+// UnpackLayers is Unpack for layers that are not (all) of one image, such as layers of an
+// imported build cache.
+func (s *Store) UnpackLayers(ctx context.Context, layers []v1.Layer, opts archive.ExtractOptions) ([]string, error) {
 	dirs := make([]string, len(layers))
 	g, ctx := errgroup.WithContext(ctx)
 	g.SetLimit(unpackJobs)
