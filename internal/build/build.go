@@ -85,6 +85,8 @@ type Result struct {
 	MediaType    string   `json:"mediaType"`
 	Size         int64    `json:"size"`
 	References   []string `json:"references"`
+	// RunSeconds is the time spent inside RUN processes; the rest of a build's time is kiln's.
+	RunSeconds float64 `json:"runSeconds"`
 }
 
 // Build runs the build req describes.
@@ -203,6 +205,7 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	result.RunSeconds = res.RunTime.Seconds()
 	if err := writeOutputs(ctx, req, reg, img, result); err != nil {
 		return nil, err
 	}

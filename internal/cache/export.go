@@ -61,8 +61,16 @@ func writeLayout(dir string, img v1.Image) error {
 	if err := p.ReplaceImage(img, match.Annotation(refNameAnnotation, refName), layout.WithAnnotations(annotations)); err != nil {
 		return err
 	}
-	_, err = p.GarbageCollect()
-	return err
+	unused, err := p.GarbageCollect()
+	if err != nil {
+		return err
+	}
+	for _, h := range unused {
+		if err := p.RemoveBlob(h); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func exists(path string) bool {

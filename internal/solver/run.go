@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -60,6 +61,8 @@ func (st *stageState) run(ctx context.Context, c *instructions.RunCommand, text 
 	key := st.stepKey(true, text, append([]string{heredocsKey(c), spec.Network}, mountKeys...)...)
 	return st.changeFS(ctx, text, key, func(root string) error {
 		spec.Rootfs = root
+		start := time.Now()
+		defer func() { st.s.runTime.Add(int64(time.Since(start))) }()
 		return executor.Run(ctx, spec, st.s.out)
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -70,6 +71,9 @@ type Result struct {
 	// Steps made the target stage (and the stages it is built FROM); AllSteps made every
 	// stage built. They are what --cache-to exports with mode=min and mode=max.
 	Steps, AllSteps []Step
+	// RunTime is the time spent inside RUN processes, summed over steps (stages that run
+	// concurrently add up).
+	RunTime time.Duration
 }
 
 // Solver runs one Plan.
@@ -78,6 +82,7 @@ type Solver struct {
 	stages  map[int]*stageResult
 	out     *progress
 	pending pending
+	runTime atomic.Int64
 }
 
 type stageResult struct {
@@ -126,7 +131,7 @@ func (s *Solver) Solve(ctx context.Context) (*Result, error) {
 	if err := st.materialize(ctx); err != nil {
 		return nil, err
 	}
-	res := &Result{Config: st.finalConfig(), Layers: st.layers, Steps: st.steps}
+	res := &Result{Config: st.finalConfig(), Layers: st.layers, Steps: st.steps, RunTime: time.Duration(s.runTime.Load())}
 	seen := map[string]bool{}
 	for _, i := range s.cfg.Plan.Needed() {
 		for _, step := range s.stages[i].state.steps {
