@@ -92,11 +92,7 @@ func (c *Client) fetchImage(ctx context.Context, r name.Reference) (v1.Image, er
 // may lag behind). It asks with HEAD and falls back to GET for registries that answer HEAD
 // without a digest.
 func (c *Client) Digest(ctx context.Context, ref string) (v1.Hash, error) {
-	parsed, err := c.parse(ref)
-	if err != nil {
-		return v1.Hash{}, err
-	}
-	r, err := c.origin(parsed)
+	r, err := c.resolve(ref)
 	if err != nil {
 		return v1.Hash{}, err
 	}

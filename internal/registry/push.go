@@ -27,11 +27,7 @@ func (c *Client) Push(ctx context.Context, img v1.Image, refs ...string) error {
 	var order []string
 	byRegistry := map[string][]name.Reference{}
 	for _, ref := range refs {
-		parsed, err := c.parse(ref)
-		if err != nil {
-			return err
-		}
-		r, err := c.origin(parsed)
+		r, err := c.resolve(ref)
 		if err != nil {
 			return err
 		}
@@ -101,11 +97,7 @@ func (m *mountFrom) LayerByDigest(h v1.Hash) (v1.Layer, error) {
 // repository, by starting a blob upload there and cancelling it, as kaniko does. It is meant
 // to run before a long build, so that a typo or a missing login fails at once.
 func (c *Client) CheckPush(ctx context.Context, ref string) error {
-	parsed, err := c.parse(ref)
-	if err != nil {
-		return err
-	}
-	r, err := c.origin(parsed)
+	r, err := c.resolve(ref)
 	if err != nil {
 		return err
 	}

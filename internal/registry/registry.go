@@ -304,6 +304,15 @@ func (c *Client) origin(r name.Reference) (name.Reference, error) {
 	return c.rewrite(r, rt.location, rest)
 }
 
+// resolve parses ref and moves it to its origin.
+func (c *Client) resolve(ref string) (name.Reference, error) {
+	r, err := c.parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	return c.origin(r)
+}
+
 // pullSources are the places r can be pulled from, in order: its mirrors, then its origin.
 func (c *Client) pullSources(r name.Reference) ([]source, error) {
 	rt, rest, ok := matchRoute(c.routes, r.Context().Name())

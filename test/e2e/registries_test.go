@@ -44,6 +44,16 @@ func (r testRegistry) skopeoArgs() []string {
 	return args
 }
 
+// rootlessUser checks what the registry and cache suites need and returns the user they
+// build as: an unprivileged one with subuid ranges.
+func rootlessUser(t *testing.T) User {
+	t.Helper()
+	needKiln(t)
+	needRoot(t)
+	needRegistry(t)
+	return SubUser
+}
+
 // startRegistries starts the two registries of the suite for u.
 func startRegistries(t *testing.T, u User) []testRegistry {
 	t.Helper()
@@ -188,10 +198,7 @@ func srcCreds(r testRegistry) []string {
 // TestRegistries pushes and pulls as an unprivileged user against both registries, with
 // credentials from a config.json, from a credential helper and from kiln login.
 func TestRegistries(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	for _, r := range startRegistries(t, u) {
 		t.Run(r.mode, func(t *testing.T) {
 			ctxDir := layeredContext(t, u)
@@ -313,10 +320,7 @@ func lastError(t *testing.T, stderr string) string {
 // TestRegistryErrors checks that the common registry mistakes each give one line that names
 // the registry and the fix.
 func TestRegistryErrors(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	regs := startRegistries(t, u)
 	tlsReg, plain := regs[0], regs[1]
 	ctxDir := layeredContext(t, u)
@@ -402,10 +406,7 @@ func seedImage(t *testing.T, ref string, destArgs ...string) {
 // TestRegistryMirrors pulls through mirrors, given by flag and by registries.toml, while the
 // origin is down.
 func TestRegistryMirrors(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	origin := registrytest.Start(t, registrytest.Options{})
 	mirror := registrytest.Start(t, registrytest.Options{})
 	seedImage(t, mirror.Host+"/cache/e2e/base:v1", "--dest-tls-verify=false")
@@ -449,10 +450,7 @@ func TestRegistryMirrors(t *testing.T) {
 
 // TestRegistryClientCert pushes to a registry that wants a client certificate.
 func TestRegistryClientCert(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	r := registrytest.Start(t, registrytest.Options{TLS: true, ClientCerts: true})
 	ca := "--registry-ca=" + r.Host + "=" + userFile(t, u, r.CAFile)
 	cert := "--registry-client-cert=" + r.Host + "=" + userFile(t, u, r.ClientCert) + "," + userFile(t, u, r.ClientKey)
@@ -470,10 +468,7 @@ func TestRegistryClientCert(t *testing.T) {
 // for push scopes, and for the second repository also for pull on the first, to mount its
 // blobs instead of uploading them.
 func TestRegistryToken(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	r := registrytest.Start(t, registrytest.Options{TLS: true, Token: true, Users: map[string]string{regUser: regPass}})
 	realm := tokenRealmHost(t, r)
 	caFile := userFile(t, u, r.CAFile)
@@ -528,10 +523,7 @@ func faultyRegistry(t *testing.T, u User) (testRegistry, *faultproxy.Proxy, []st
 // checks that permanent faults fail within the retry budget without leaving a tag that
 // points at an incomplete image.
 func TestRegistryFaults(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	r, p, flags, env := faultyRegistry(t, u)
 	ctxDir := layeredContext(t, u)
 	ref := p.Host() + "/e2e/faults:v1"
@@ -636,10 +628,7 @@ func TestRegistryFaults(t *testing.T) {
 // another: each layer blob is uploaded once per registry, and mounted into the second
 // repository.
 func TestPushThreeDestinations(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	var proxies []*faultproxy.Proxy
 	for range 2 {
 		r := registrytest.Start(t, registrytest.Options{})

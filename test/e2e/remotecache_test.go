@@ -59,10 +59,7 @@ func writeContext(t *testing.T, u User, purpose string, files map[string]string)
 // into an empty store: every step hits and the digest is the same. After a change at step k,
 // only steps from k on run. For a registry cache and a directory cache.
 func TestCacheFreshPod(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	reg := registrytest.Start(t, registrytest.Options{TLS: true, Users: map[string]string{regUser: regPass}})
 	env := []string{dockerConfig(t, u, authsConfig(regUser, regPass, reg.Host))}
 	ca := "--registry-ca=" + reg.Host + "=" + userFile(t, u, reg.CAFile)
@@ -124,10 +121,7 @@ func TestCacheFreshPod(t *testing.T) {
 // TestCacheCorrectness covers the bug classes other builders' caches have had, each through a
 // cache export and an import into an empty store.
 func TestCacheCorrectness(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	reg := registrytest.Start(t, registrytest.Options{})
 	cacheRef := func(name string) []string {
 		r := "type=registry,ref=" + reg.Host + "/e2e/" + name
@@ -208,10 +202,7 @@ RUN echo "$USED" > /used
 // TestSecretsNowhere builds with a secret mount and a secret env, exports the cache, and looks
 // for the secret in every layer, the config, the history, the cache export and the log.
 func TestSecretsNowhere(t *testing.T) {
-	needKiln(t)
-	needRoot(t)
-	needRegistry(t)
-	u := SubUser
+	u := rootlessUser(t)
 	const secret = "kiln-S3CRET-4f9a1c"
 	secretFile := filepath.Join(userDir(t, u, "secrets"), "token")
 	writeUserFile(t, u, secretFile, secret)
