@@ -1,0 +1,297 @@
+package controller
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+)
+
+// PodOptions are the cluster-wide choices for build pods, set on the controller's command line.
+type PodOptions struct {
+	// BuilderImage is the kiln image the pod runs.
+	BuilderImage string
+	// SeccompProfile is a Localhost profile path relative to the kubelet's seccomp directory
+	// (kiln ships kiln-seccomp.json: containerd's default plus exactly the calls kiln needs);
+	// "" uses RuntimeDefault, which works where the runtime's default allows nested user
+	// namespaces.
+	SeccompProfile string
+	// StoreSizeLimit bounds the emptyDir that holds kiln's store.
+	StoreSizeLimit resource.Quantity
+	// UnmaskedProc asks for procMount: Unmasked, so RUN steps get a fresh /proc (needs the
+	// ProcMountType feature and hostUsers: false).
+	UnmaskedProc bool
+}
+
+// Paths inside the build pod.
+const (
+	workspaceDir = "/workspace"
+	sourceDir    = workspaceDir + "/source"
+	storeDir     = "/var/lib/kiln"
+	cacheDir     = "/var/lib/kiln-cache"
+	pushAuthDir  = "/var/run/kiln/push"
+	pullAuthDir  = "/var/run/kiln/pull"
+	gitAuthDir   = "/var/run/kiln/source"
+	resultPath   = "/dev/termination-log"
+	dockerConfig = ".dockerconfigjson"
+)
+
+// Container names in the build pod.
+const (
+	fetchContainer = "fetch-source"
+	buildContainer = "build"
+)
+
+// PodName is the name of the pod that runs build b.
+func PodName(b *kilnv1.Build) string { return b.Name + "-build" }
+
+// BuildPod renders the pod that runs b: an init container that fetches the source (a git
+// clone, the client's upload on stdin, or an inline Dockerfile), and the builder, which runs
+// kiln build as uid 0 of the pod's own user namespace (hostUsers: false), so that it can map
+// the 65536 ids the pod owns into its RUN steps.
+//
+// Security, by default: no privilege, no escalation, every capability dropped but SETUID and
+// SETGID (to write the id maps of kiln's nested user namespaces), no host path or socket, no
+// service account token, the store in a size-limited emptyDir, registry credentials mounted
+// read-only where RUN steps cannot see them (RUN sees only the image's rootfs), and a seccomp
+// profile (Localhost, or RuntimeDefault where nested user namespaces are allowed).
+func BuildPod(b *kilnv1.Build, o PodOptions) (*corev1.Pod, error) {
+	if b.Spec.Strategy.Docker == nil {
+		return nil, fmt.Errorf("the build has no dockerStrategy (sourceStrategy is not served yet)")
+	}
+	src := b.Spec.Source
+	if src.Git != nil && src.Binary != nil {
+		return nil, fmt.Errorf("source.git and source.binary exclude each other")
+	}
+	if src.Git == nil && src.Binary == nil && src.Dockerfile == nil {
+		return nil, fmt.Errorf("the build has no source: give git, binary or dockerfile")
+	}
+	if b.Spec.Output.To == "" {
+		return nil, fmt.Errorf("output.to is empty")
+	}
+	if o.BuilderImage == "" {
+		return nil, fmt.Errorf("no builder image configured")
+	}
+	storeLimit := o.StoreSizeLimit
+	if storeLimit.IsZero() {
+		storeLimit = resource.MustParse("20Gi")
+	}
+
+	volumes := []corev1.Volume{
+		{Name: "workspace", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "store", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &storeLimit}}},
+	}
+	workspace := corev1.VolumeMount{Name: "workspace", MountPath: workspaceDir}
+	fetch := corev1.Container{
+		Name:            fetchContainer,
+		Image:           o.BuilderImage,
+		Args:            []string{"source", "--dest", sourceDir},
+		VolumeMounts:    []corev1.VolumeMount{workspace},
+		SecurityContext: containerSecurity(),
+	}
+	switch {
+	case src.Git != nil:
+		fetch.Args = append(fetch.Args, "--git", src.Git.URI)
+		if src.Git.Ref != "" {
+			fetch.Args = append(fetch.Args, "--ref", src.Git.Ref)
+		}
+		if src.SourceSecret != nil {
+			volumes = append(volumes, secretVolume("source-secret", src.SourceSecret.Name))
+			fetch.VolumeMounts = append(fetch.VolumeMounts, corev1.VolumeMount{Name: "source-secret", MountPath: gitAuthDir, ReadOnly: true})
+			fetch.Args = append(fetch.Args, "--auth-dir", gitAuthDir)
+		}
+	case src.Binary != nil:
+		fetch.Args = append(fetch.Args, "--stdin")
+		if src.Binary.AsFile != "" {
+			fetch.Args = append(fetch.Args, "--as-file", src.Binary.AsFile)
+		}
+		fetch.Stdin, fetch.StdinOnce = true, true
+	}
+	if src.Dockerfile != nil {
+		fetch.Env = append(fetch.Env, corev1.EnvVar{Name: "KILN_DOCKERFILE", Value: *src.Dockerfile})
+		fetch.Args = append(fetch.Args, "--dockerfile-from-env", "KILN_DOCKERFILE",
+			"--dockerfile-path", path.Join(src.ContextDir, dockerfilePath(b)))
+	}
+
+	args, err := buildArgs(b)
+	if err != nil {
+		return nil, err
+	}
+	build := corev1.Container{
+		Name:  buildContainer,
+		Image: o.BuilderImage,
+		Args:  args,
+		Env: append([]corev1.EnvVar{
+			{Name: "HOME", Value: storeDir + "/home"},
+			{Name: "TMPDIR", Value: storeDir + "/tmp"},
+		}, b.Spec.Strategy.Docker.Env...),
+		VolumeMounts: []corev1.VolumeMount{
+			workspace,
+			{Name: "store", MountPath: storeDir},
+		},
+		Resources:                b.Spec.Resources,
+		SecurityContext:          containerSecurity(),
+		TerminationMessagePath:   resultPath,
+		TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+	}
+	if o.UnmaskedProc {
+		build.SecurityContext.ProcMount = ptr.To(corev1.UnmaskedProcMount)
+	}
+	if s := b.Spec.Output.PushSecret; s != nil {
+		volumes = append(volumes, secretVolume("push-secret", s.Name))
+		build.VolumeMounts = append(build.VolumeMounts, corev1.VolumeMount{Name: "push-secret", MountPath: pushAuthDir, ReadOnly: true})
+		build.Args = append(build.Args, "--authfile", pushAuthDir+"/"+dockerConfig)
+	}
+	if s := b.Spec.Strategy.Docker.PullSecret; s != nil {
+		volumes = append(volumes, secretVolume("pull-secret", s.Name))
+		build.VolumeMounts = append(build.VolumeMounts, corev1.VolumeMount{Name: "pull-secret", MountPath: pullAuthDir, ReadOnly: true})
+		build.Env = append(build.Env, corev1.EnvVar{Name: "REGISTRY_AUTH_FILE", Value: pullAuthDir + "/" + dockerConfig})
+	}
+	if c := b.Spec.Output.Cache; c != nil && c.PersistentVolumeClaim != "" && !c.Disabled {
+		volumes = append(volumes, corev1.Volume{Name: "cache", VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.PersistentVolumeClaim}}})
+		build.VolumeMounts = append(build.VolumeMounts, corev1.VolumeMount{Name: "cache", MountPath: cacheDir})
+	}
+	// The context directory goes last, as kiln build wants it.
+	build.Args = append(build.Args, path.Join(sourceDir, src.ContextDir))
+
+	seccomp := &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+	if o.SeccompProfile != "" {
+		seccomp = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: ptr.To(o.SeccompProfile)}
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      PodName(b),
+			Namespace: b.Namespace,
+			Labels:    map[string]string{kilnv1.BuildLabel: b.Name},
+		},
+		Spec: corev1.PodSpec{
+			HostUsers:                    ptr.To(false),
+			RestartPolicy:                corev1.RestartPolicyNever,
+			ServiceAccountName:           b.Spec.ServiceAccountName,
+			AutomountServiceAccountToken: ptr.To(false),
+			EnableServiceLinks:           ptr.To(false),
+			NodeSelector:                 b.Spec.NodeSelector,
+			Tolerations:                  b.Spec.Tolerations,
+			ActiveDeadlineSeconds:        b.Spec.CompletionDeadlineSeconds,
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsUser:      ptr.To[int64](0),
+				RunAsGroup:     ptr.To[int64](0),
+				SeccompProfile: seccomp,
+			},
+			InitContainers: []corev1.Container{fetch},
+			Containers:     []corev1.Container{build},
+			Volumes:        volumes,
+		},
+	}
+	if bc := b.Labels[kilnv1.BuildConfigLabel]; bc != "" {
+		pod.Labels[kilnv1.BuildConfigLabel] = bc
+	}
+	return pod, nil
+}
+
+// containerSecurity is the security context of both containers: no privilege, no escalation,
+// capabilities dropped but those that write id maps.
+func containerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		Privileged:               ptr.To(false),
+		AllowPrivilegeEscalation: ptr.To(false),
+		Capabilities: &corev1.Capabilities{
+			Drop: []corev1.Capability{"ALL"},
+			Add:  []corev1.Capability{"SETUID", "SETGID"},
+		},
+	}
+}
+
+// secretVolume mounts a Secret read-only by its owner only.
+func secretVolume(name, secret string) corev1.Volume {
+	return corev1.Volume{Name: name, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName: secret, DefaultMode: ptr.To[int32](0o400)}}}
+}
+
+// dockerfilePath is the Dockerfile's path inside the context.
+func dockerfilePath(b *kilnv1.Build) string {
+	if p := b.Spec.Strategy.Docker.DockerfilePath; p != "" {
+		return p
+	}
+	return "Dockerfile"
+}
+
+// buildArgs are the arguments of kiln build for b, but its context directory.
+func buildArgs(b *kilnv1.Build) ([]string, error) {
+	d := b.Spec.Strategy.Docker
+	out := b.Spec.Output
+	args := []string{"build", "--root", storeDir + "/store", "--result-file", resultPath,
+		"-f", path.Join(sourceDir, b.Spec.Source.ContextDir, dockerfilePath(b)),
+		"--destination", out.To}
+	for _, t := range out.AdditionalTags {
+		ref, err := tagRef(out.To, t)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--destination", ref)
+	}
+	for _, a := range d.BuildArgs {
+		if a.ValueFrom != nil {
+			return nil, fmt.Errorf("buildArgs %s: valueFrom is not supported; give a value", a.Name)
+		}
+		args = append(args, "--build-arg", a.Name+"="+a.Value)
+	}
+	if d.Target != "" {
+		args = append(args, "--target", d.Target)
+	}
+	if d.NoCache {
+		args = append(args, "--no-cache")
+	}
+	for _, l := range out.ImageLabels {
+		args = append(args, "--label", l.Name+"="+l.Value)
+	}
+	args = append(args, cacheArgs(out)...)
+	return args, nil
+}
+
+// cacheArgs are the --cache-from and --cache-to flags for out: a PVC directory, a registry
+// repository, or <output repository>/cache by default.
+func cacheArgs(out kilnv1.BuildOutput) []string {
+	c := out.Cache
+	switch {
+	case c != nil && c.Disabled:
+		return nil
+	case c != nil && c.PersistentVolumeClaim != "":
+		dir := cacheDir + "/layout"
+		return []string{"--cache-from", "type=local,src=" + dir, "--cache-to", "type=local,dest=" + dir + ",mode=max"}
+	}
+	ref := repository(out.To) + "/cache"
+	if c != nil && c.Registry != "" {
+		ref = c.Registry
+	}
+	return []string{"--cache-from", "type=registry,ref=" + ref, "--cache-to", "type=registry,ref=" + ref + ",mode=max"}
+}
+
+// repository is a reference without its tag or digest.
+func repository(ref string) string {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		ref = ref[:i]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		ref = ref[:i]
+	}
+	return ref
+}
+
+// tagRef turns an additional tag into a reference: a bare tag names a tag of to's repository.
+func tagRef(to, tag string) (string, error) {
+	if tag == "" {
+		return "", fmt.Errorf("output.additionalTags has an empty tag")
+	}
+	if strings.ContainsAny(tag, "/@") {
+		return tag, nil
+	}
+	return repository(to) + ":" + tag, nil
+}
