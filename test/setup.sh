@@ -13,7 +13,7 @@ REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE_DIR=/var/lib/kiln-test
 CACHE_DIR=/var/cache/kiln-test
 REGISTRY_ADDR=127.0.0.1:5000
-PACKAGES=(buildah skopeo umoci runc uidmap busybox-static docker-registry apache2-utils mmdebstrap)
+PACKAGES=(buildah skopeo umoci runc uidmap busybox-static docker-registry apache2-utils mmdebstrap git)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -23,6 +23,7 @@ import (
 type buildFlags struct {
 	file, target, platform, network, format, root, driver   string
 	digestFile, metadataFile, compression, sourceDateEpoch  string
+	resultFile                                              string
 	tags, destinations, buildArgs, labels, outputs, secrets []string
 	cacheFrom, cacheTo, noCacheFilter                       []string
 	pull, push, quiet, fsync, noCache, skipPushCheck        bool
@@ -52,6 +53,11 @@ func newBuildCommand() *cobra.Command {
 			}
 			start := time.Now()
 			res, err := build.Build(cmd.Context(), req)
+			if f.resultFile != "" {
+				if werr := writeResult(f.resultFile, req, res, err); werr != nil {
+					fmt.Fprintf(os.Stderr, "kiln: warning: %v\n", werr)
+				}
+			}
 			var runErr *executor.RunError
 			if f.quiet && errors.As(err, &runErr) {
 				// The step's output was not streamed: show how it ended.
@@ -89,6 +95,7 @@ func newBuildCommand() *cobra.Command {
 	fl.BoolVar(&f.push, "push", false, "push every -t name to its registry")
 	fl.StringVar(&f.digestFile, "digest-file", "", "write the image digest to this file")
 	fl.StringVar(&f.metadataFile, "metadata-file", "", "write JSON metadata (digest, references, size, config digest) to this file")
+	fl.StringVar(&f.resultFile, "result-file", "", "write the outcome, success or failure, as a kiln.dev BuildResult (JSON) to this file (build pods use /dev/termination-log)")
 	fl.StringVar(&f.root, "root", "", "store directory (default ~/.local/share/kiln)")
 	fl.StringVar(&f.driver, "storage-driver", "", "snapshotter: overlay or copy (default: overlay where it works)")
 	fl.StringArrayVar(&f.destinations, "destination", nil, "push the image to this reference (repeatable; implies pushing it)")

@@ -24,7 +24,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBuildCommand(), newImagesCommand(), newDoctorCommand(), newLoginCommand(), newLogoutCommand())
+	root.AddCommand(newBuildCommand(), newImagesCommand(), newDoctorCommand(), newLoginCommand(), newLogoutCommand(), newSourceCommand())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "kiln: error: %v\n", err)
 		os.Exit(1)

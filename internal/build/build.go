@@ -87,7 +87,32 @@ type Result struct {
 	References   []string `json:"references"`
 	// RunSeconds is the time spent inside RUN processes; the rest of a build's time is kiln's.
 	RunSeconds float64 `json:"runSeconds"`
+	// Stages are the build's stages with their times: PullImages, Build, PushImage.
+	Stages []Stage `json:"stages"`
 }
+
+// The stages a build reports.
+const (
+	StagePull  = "PullImages"
+	StageBuild = "Build"
+	StagePush  = "PushImage"
+)
+
+// Stage is one stage of a build and how long it took.
+type Stage struct {
+	Name     string        `json:"name"`
+	Start    time.Time     `json:"start"`
+	Duration time.Duration `json:"duration"`
+}
+
+// StageError is a failure in a named stage (PushImage), so that a caller can say which.
+type StageError struct {
+	Stage string
+	Err   error
+}
+
+func (e *StageError) Error() string { return e.Err.Error() }
+func (e *StageError) Unwrap() error { return e.Err }
 
 // Build runs the build req describes.
 func Build(ctx context.Context, req Request) (*Result, error) {
@@ -162,12 +187,14 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("setting up the %q storage driver in %s: %w", req.StorageDriver, st.Root(), err)
 	}
 	imported := importCaches(ctx, req, reg)
+	bases := &resolver{store: st, registry: reg, pull: req.Pull, progress: req.Progress, platform: req.Platform,
+		extract: archive.ExtractOptions{SquashOwners: req.SquashOwners, Warnings: req.Progress}}
+	solveStart := time.Now()
 	res, err := solver.New(solver.Config{
-		Plan:        plan,
-		Store:       st,
-		Snapshotter: snap,
-		Bases: &resolver{store: st, registry: reg, pull: req.Pull, progress: req.Progress, platform: req.Platform,
-			extract: archive.ExtractOptions{SquashOwners: req.SquashOwners, Warnings: req.Progress}},
+		Plan:            plan,
+		Store:           st,
+		Snapshotter:     snap,
+		Bases:           bases,
 		Context:         req.ContextDir,
 		Excludes:        in.excludes,
 		BuildArgs:       req.BuildArgs,
@@ -206,6 +233,11 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	result.RunSeconds = res.RunTime.Seconds()
+	pulling := time.Duration(bases.pulling.Load())
+	result.Stages = []Stage{
+		{Name: StagePull, Start: solveStart, Duration: pulling},
+		{Name: StageBuild, Start: solveStart, Duration: max(time.Since(solveStart)-pulling, 0)},
+	}
 	if err := writeOutputs(ctx, req, reg, img, result); err != nil {
 		return nil, err
 	}

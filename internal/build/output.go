@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -92,9 +93,11 @@ func writeOutputs(ctx context.Context, req Request, reg *registry.Client, img v1
 	}
 	if refs, _ := pushDestinations(req); len(refs) > 0 {
 		fmt.Fprintf(req.Progress, "pushing %s\n", strings.Join(refs, ", "))
+		start := time.Now()
 		if err := reg.Push(ctx, img, refs...); err != nil {
-			return err
+			return &StageError{Stage: StagePush, Err: err}
 		}
+		res.Stages = append(res.Stages, Stage{Name: StagePush, Start: start, Duration: time.Since(start)})
 	}
 	if req.DigestFile != "" {
 		if err := os.WriteFile(req.DigestFile, []byte(res.Digest.String()), 0o644); err != nil {

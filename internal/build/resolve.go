@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -26,6 +28,8 @@ type resolver struct {
 	platform string
 	// extract are the options layers are unpacked with while they are pulled.
 	extract archive.ExtractOptions
+	// pulling is the time spent pulling, summed over images (they may overlap).
+	pulling atomic.Int64
 }
 
 func (r *resolver) Resolve(ctx context.Context, ref, platform string) (v1.Image, error) {
@@ -48,6 +52,8 @@ func (r *resolver) Resolve(ctx context.Context, ref, platform string) (v1.Image,
 		return nil, fmt.Errorf("image %s not found in the local store", ref)
 	}
 	fmt.Fprintf(r.progress, "pulling %s\n", ref)
+	start := time.Now()
+	defer func() { r.pulling.Add(int64(time.Since(start))) }()
 	img, err := r.registry.Image(ctx, ref)
 	if err != nil {
 		return nil, err

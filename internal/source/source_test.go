@@ -1,0 +1,102 @@
+package source
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// gitRepo makes a real repository with git(1): a main branch with two commits, a tag on the
+// first, and a branch "dev".
+func gitRepo(t *testing.T) (dir, first string) {
+	t.Helper()
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is missing; remedy: apt-get install -y git")
+	}
+	dir = t.TempDir()
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@e", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@e")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	run("init", "-q", "-b", "main")
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\n"), 0o644)
+	run("add", ".")
+	run("commit", "-q", "-m", "one")
+	first = run("rev-parse", "HEAD")
+	run("tag", "v1")
+	os.WriteFile(filepath.Join(dir, "second"), []byte("2"), 0o644)
+	run("add", ".")
+	run("commit", "-q", "-m", "two")
+	run("branch", "dev", first)
+	return dir, first
+}
+
+func TestClone(t *testing.T) {
+	repo, first := gitRepo(t)
+	for _, tt := range []struct {
+		ref        string
+		wantSecond bool
+	}{{"", true}, {"main", true}, {"dev", false}, {"v1", false}, {first, false}} {
+		dest := filepath.Join(t.TempDir(), "src")
+		commit, err := Clone(context.Background(), Git{URI: "file://" + repo, Ref: tt.ref}, dest, nil)
+		if err != nil {
+			t.Fatalf("ref %q: %v", tt.ref, err)
+		}
+		_, err = os.Stat(filepath.Join(dest, "second"))
+		if (err == nil) != tt.wantSecond {
+			t.Errorf("ref %q: second file present %v", tt.ref, err == nil)
+		}
+		if _, err := os.Stat(filepath.Join(dest, ".git")); err == nil {
+			t.Errorf("ref %q: .git left in the context", tt.ref)
+		}
+		if tt.ref == first && commit != first {
+			t.Errorf("checked out %s, want %s", commit, first)
+		}
+	}
+	if _, err := Clone(context.Background(), Git{URI: "file://" + repo, Ref: "nope"}, filepath.Join(t.TempDir(), "x"), nil); err == nil ||
+		!strings.Contains(err.Error(), "nope") {
+		t.Errorf("unknown ref: %v", err)
+	}
+}
+
+func TestReceive(t *testing.T) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for name, body := range map[string]string{"Dockerfile": "FROM scratch\n", "dir/.wh.kept": "x"} {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(body)), Typeflag: tar.TypeReg})
+		tw.Write([]byte(body))
+	}
+	tw.Close()
+	dest := t.TempDir()
+	if err := Receive(context.Background(), &buf, dest); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "dir", ".wh.kept")); err != nil {
+		t.Errorf("a .wh. file of the upload was not kept: %v", err)
+	}
+	var evil bytes.Buffer
+	tw = tar.NewWriter(&evil)
+	tw.WriteHeader(&tar.Header{Name: "../escape", Mode: 0o644, Typeflag: tar.TypeReg})
+	tw.Close()
+	if err := Receive(context.Background(), &evil, t.TempDir()); err == nil {
+		t.Error("an entry outside the destination was accepted")
+	}
+	if err := WriteInline(dest, "../x", "FROM scratch"); err == nil {
+		t.Error("an inline Dockerfile path outside the source was accepted")
+	}
+	if err := ReceiveFile(strings.NewReader("jar"), dest, "app.jar"); err != nil {
+		t.Fatal(err)
+	}
+}
