@@ -1,0 +1,85 @@
+// Command kiln-controller runs kiln's Kubernetes controller: it turns BuildConfigs into Builds
+// and runs each Build as one unprivileged pod of the kiln builder image.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/controller"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintf(os.Stderr, "kiln-controller: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	var metricsAddr, probeAddr, storeLimit string
+	var leaderElect bool
+	var pods controller.PodOptions
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of the health and readiness probes")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader, so that several replicas can run")
+	flag.StringVar(&pods.BuilderImage, "builder-image", "", "the kiln image build pods run (required)")
+	flag.StringVar(&pods.SeccompProfile, "seccomp-profile", "kiln/kiln-seccomp.json",
+		"Localhost seccomp profile of build pods, relative to the kubelet's seccomp directory; empty for RuntimeDefault")
+	flag.StringVar(&storeLimit, "store-size-limit", "20Gi", "size limit of the emptyDir that holds a build's store")
+	flag.BoolVar(&pods.UnmaskedProc, "unmasked-proc", false, "give build pods procMount: Unmasked (needs the ProcMountType feature)")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	if pods.BuilderImage == "" {
+		return fmt.Errorf("--builder-image is required")
+	}
+	limit, err := resource.ParseQuantity(storeLimit)
+	if err != nil {
+		return fmt.Errorf("--store-size-limit %q: %w", storeLimit, err)
+	}
+	pods.StoreSizeLimit = limit
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := kilnv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("finding the cluster: %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "kiln-controller.kiln.dev",
+	})
+	if err != nil {
+		return fmt.Errorf("starting the manager: %w", err)
+	}
+	if err := controller.Setup(mgr, pods); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
