@@ -5,13 +5,15 @@ GO ?= go
 GOTEST_TIMEOUT ?= 60m
 STATICCHECK ?= $(firstword $(wildcard $(HOME)/go/bin/staticcheck) $(shell command -v staticcheck 2>/dev/null))
 
-.PHONY: all build test setup fixtures-debian vet unit lint hello clean
+.PHONY: all build test setup fixtures-debian vet unit lint hello clean kube-assets generate bench
 
 all: build
 
-## build: static kiln binary in bin/kiln
+## build: static binaries in bin/: kiln, kiln-kube (its Kubernetes verbs) and kiln-controller
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/kiln ./cmd/kiln
+	CGO_ENABLED=0 $(GO) build -o bin/kiln-kube ./cmd/kiln-kube
+	CGO_ENABLED=0 $(GO) build -o bin/kiln-controller ./cmd/kiln-controller
 
 ## setup: packages, test users, fixture images, test registry (needs root)
 setup:
@@ -25,9 +27,20 @@ fixtures-debian: setup
 vet:
 	$(GO) vet ./...
 
-## test: set-up, vet, then every test (unit, e2e, pod-like)
-test: setup vet
-	$(GO) test -timeout $(GOTEST_TIMEOUT) ./...
+## kube-assets: kube-apiserver (built from Go modules, cached) and etcd for envtest
+kube-assets:
+	./hack/kube/build.sh >/dev/null
+
+## test: set-up, vet, then every test (unit, controller on a real API server, e2e, pod-like)
+test: setup vet kube-assets
+	KUBEBUILDER_ASSETS=$$(./hack/kube/build.sh) $(GO) test -timeout $(GOTEST_TIMEOUT) ./...
+
+## generate: deepcopy code and CRDs from the API types (controller-gen, pinned)
+generate:
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 object paths=./api/...
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 crd rbac:roleName=kiln-controller \
+		paths=./api/... paths=./internal/controller/... \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
 ## lint: gofmt, go vet and staticcheck (when installed)
 lint:
@@ -41,6 +54,11 @@ lint:
 hello: build
 	CGO_ENABLED=0 $(GO) build -o examples/hello/hello ./examples/hello
 	bin/kiln build -t hello examples/hello
+
+## bench: compare kiln with buildah on real workloads (needs root; not run by CI; see bench/main.go),
+## e.g. make bench BENCHFLAGS='-workloads files-10k,chrony -runs 1'
+bench: build
+	$(GO) run ./bench $(BENCHFLAGS)
 
 clean:
 	rm -rf bin examples/hello/hello

@@ -16,6 +16,10 @@ import (
 
 func main() {
 	sandbox.MaybeRunChild()
+	if err := maybeRunKube(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "kiln: error: %v\n", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	root := &cobra.Command{

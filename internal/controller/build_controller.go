@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,8 +34,24 @@ type BuildReconciler struct {
 	APIReader client.Reader
 	Pods      PodOptions
 	Events    events.EventRecorder
+	// Logs reads build pods' logs, which the controller saves as they come (see logs.go); nil
+	// saves no logs.
+	Logs LogSource
 	// Now is the clock (tests move it); nil is time.Now.
 	Now func() time.Time
+
+	collectorOnce sync.Once
+	collector     *logCollector
+}
+
+// logs is the log collector, made on first use.
+func (r *BuildReconciler) logs() *logCollector {
+	r.collectorOnce.Do(func() {
+		if r.Logs != nil {
+			r.collector = newLogCollector(r.Client, r.APIReader, r.Logs)
+		}
+	})
+	return r.collector
 }
 
 // +kubebuilder:rbac:groups=kiln.dev,resources=builds,verbs=get;list;watch;update;patch;delete
@@ -157,6 +174,7 @@ func (r *BuildReconciler) follow(ctx context.Context, b *kilnv1.Build) (ctrl.Res
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	r.logs().follow(ctx, b)
 	before := b.Status.DeepCopy()
 	o := podOutcome(&pod)
 	if !o.phase.Final() && pod.DeletionTimestamp != nil {
@@ -219,6 +237,9 @@ func (r *BuildReconciler) finish(ctx context.Context, b *kilnv1.Build, phase kil
 		msg = "pushed " + b.Status.Output.Image + "@" + b.Status.Output.Digest
 	}
 	meta.SetStatusCondition(&b.Status.Conditions, cond)
+	if phase != kilnv1.BuildPhaseComplete {
+		b.Status.LogSnippet = logTail(ctx, r.APIReader, b, snippetLines)
+	}
 	log.FromContext(ctx).Info("build ended", "phase", phase, "reason", reason)
 	r.event(b, eventType, eventReason, msg)
 	return r.Client.Status().Update(ctx, b)

@@ -106,7 +106,8 @@ func hasTrigger(bc *kilnv1.BuildConfig, t kilnv1.TriggerType) bool {
 // its spec, for cause. The number is taken by updating the BuildConfig's status first, so two
 // starters never get the same one. configChange marks the current generation as built. The
 // controller's triggers and `kiln start-build` both start builds this way.
-func Instantiate(ctx context.Context, c client.Client, key client.ObjectKey, cause kilnv1.BuildTriggerCause, configChange bool) (*kilnv1.Build, error) {
+// Each edit changes the new build before it is created (kiln start-build --env).
+func Instantiate(ctx context.Context, c client.Client, key client.ObjectKey, cause kilnv1.BuildTriggerCause, configChange bool, edits ...func(*kilnv1.Build)) (*kilnv1.Build, error) {
 	var bc kilnv1.BuildConfig
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := c.Get(ctx, key, &bc); err != nil {
@@ -130,6 +131,9 @@ func Instantiate(ctx context.Context, c client.Client, key client.ObjectKey, cau
 			Annotations: map[string]string{kilnv1.BuildNumberAnnotation: strconv.FormatInt(n, 10)},
 		},
 		Spec: kilnv1.BuildSpec{CommonSpec: *bc.Spec.CommonSpec.DeepCopy(), TriggeredBy: []kilnv1.BuildTriggerCause{cause}},
+	}
+	for _, edit := range edits {
+		edit(b)
 	}
 	if err := controllerutil.SetOwnerReference(&bc, b, c.Scheme()); err != nil {
 		return nil, err

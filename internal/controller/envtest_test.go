@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +41,7 @@ func startCluster(t *testing.T) *cluster {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		t.Fatal("KUBEBUILDER_ASSETS is not set; remedy: export KUBEBUILDER_ASSETS=$(hack/kube/build.sh) (make test does this)")
 	}
+	ctrl.SetLogger(logr.Discard())
 	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
@@ -65,7 +67,7 @@ func (c *cluster) startController(t *testing.T) (stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Setup(mgr, PodOptions{BuilderImage: "registry.test/kiln:dev", SeccompProfile: "kiln/kiln-seccomp.json"}); err != nil {
+	if err := Setup(mgr, PodOptions{BuilderImage: "registry.test/kiln:dev", SeccompProfile: "kiln/kiln-seccomp.json"}, fakeLogs{}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -7,14 +7,17 @@ import (
 )
 
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
 
-// Setup registers kiln's reconcilers with mgr.
-func Setup(mgr ctrl.Manager, pods PodOptions) error {
+// Setup registers kiln's reconcilers with mgr; logs reads build pods' logs (nil saves none).
+func Setup(mgr ctrl.Manager, pods PodOptions, logs LogSource) error {
 	builds := &BuildReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
 		Pods:      pods,
 		Events:    mgr.GetEventRecorder("kiln-controller"),
+		Logs:      logs,
 	}
 	if err := builds.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the build controller: %w", err)
