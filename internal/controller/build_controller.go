@@ -42,6 +42,8 @@ type BuildReconciler struct {
 
 	collectorOnce sync.Once
 	collector     *logCollector
+	// metrics, when set, records finished builds' durations.
+	metrics *buildMetrics
 }
 
 // logs is the log collector, made on first use.
@@ -241,6 +243,7 @@ func (r *BuildReconciler) finish(ctx context.Context, b *kilnv1.Build, phase kil
 		b.Status.LogSnippet = logTail(ctx, r.APIReader, b, snippetLines)
 	}
 	log.FromContext(ctx).Info("build ended", "phase", phase, "reason", reason)
+	r.metrics.observe(b)
 	r.event(b, eventType, eventReason, msg)
 	return r.Client.Status().Update(ctx, b)
 }

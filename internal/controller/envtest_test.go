@@ -20,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
@@ -208,6 +209,27 @@ func TestController(t *testing.T) {
 		b = c.phase(t, ns, "app-1", kilnv1.BuildPhaseComplete)
 		if b.Status.Output.Digest != "sha256:1234" || len(b.Status.Stages) != 2 || b.Status.CompletionTimestamp == nil || b.Status.Duration == nil {
 			t.Errorf("status %+v", b.Status)
+		}
+		// The metrics endpoint counts it.
+		families, err := crmetrics.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, f := range families {
+			for _, m := range f.GetMetric() {
+				if f.GetName() == "kiln_build_duration_seconds" && m.GetHistogram().GetSampleCount() > 0 {
+					seen["duration"] = true
+				}
+				for _, l := range m.GetLabel() {
+					if f.GetName() == "kiln_builds" && l.GetValue() == "Complete" && m.GetGauge().GetValue() >= 1 {
+						seen["phase"] = true
+					}
+				}
+			}
+		}
+		if !seen["duration"] || !seen["phase"] {
+			t.Errorf("metrics: %v", seen)
 		}
 		// A spec change starts build 2.
 		var bc kilnv1.BuildConfig

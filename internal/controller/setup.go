@@ -19,6 +19,11 @@ func Setup(mgr ctrl.Manager, pods PodOptions, logs LogSource) error {
 		Events:    mgr.GetEventRecorder("kiln-controller"),
 		Logs:      logs,
 	}
+	m := newBuildMetrics(mgr.GetClient())
+	if err := m.register(); err != nil {
+		return fmt.Errorf("registering the build metrics: %w", err)
+	}
+	builds.metrics = m
 	if err := builds.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the build controller: %w", err)
 	}
