@@ -5,7 +5,7 @@ GO ?= go
 GOTEST_TIMEOUT ?= 60m
 STATICCHECK ?= $(firstword $(wildcard $(HOME)/go/bin/staticcheck) $(shell command -v staticcheck 2>/dev/null))
 
-.PHONY: all build test setup fixtures-debian vet unit lint hello clean kube-assets generate bench
+.PHONY: images all build test setup fixtures-debian vet unit lint hello clean kube-assets generate bench
 
 all: build
 
@@ -49,6 +49,20 @@ lint:
 	$(GO) vet ./...
 	@if [ -n "$(STATICCHECK)" ]; then echo "$(STATICCHECK) ./..."; $(STATICCHECK) ./...; \
 	else echo "staticcheck not installed: go install honnef.co/go/tools/cmd/staticcheck@latest"; fi
+
+## images: the builder and controller images, built by kiln from scratch (IMAGE_REPO, VERSION;
+## PUSH=1 pushes them)
+IMAGE_REPO ?= localhost:5000/kiln
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+images: build
+	@for img in builder controller; do \
+		ctx=bin/images/$$img; rm -rf $$ctx; mkdir -p $$ctx; \
+		cp images/$$img/Dockerfile images/passwd images/group /etc/ssl/certs/ca-certificates.crt $$ctx/; \
+		cp bin/kiln bin/kiln-controller $$ctx/; \
+		name=$(IMAGE_REPO)/$$img:$(VERSION); [ $$img = builder ] && name=$(IMAGE_REPO)/kiln:$(VERSION); \
+		echo "building $$name"; \
+		bin/kiln build -q --source-date-epoch 0 -t $$name $(if $(PUSH),--push) $$ctx || exit 1; \
+	done
 
 ## hello: build kiln and the example image, with no registry involved
 hello: build
