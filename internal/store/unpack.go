@@ -34,8 +34,28 @@ func (s *Store) Unpack(ctx context.Context, img v1.Image, opts archive.ExtractOp
 	if err != nil {
 		return nil, fmt.Errorf("unpacking image: listing layers: %w", err)
 	}
+	// go-containerregistry computes a layout layer's diffID by decompressing the whole blob;
+	// the config lists them.
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("unpacking image: reading its config: %w", err)
+	}
+	if len(cfg.RootFS.DiffIDs) == len(layers) {
+		for i, l := range layers {
+			layers[i] = &knownDiffID{Layer: l, diffID: cfg.RootFS.DiffIDs[i]}
+		}
+	}
 	return s.UnpackLayers(ctx, layers, opts)
 }
+
+// knownDiffID is a layer whose diffID is known without reading it; extraction still verifies it.
+type knownDiffID struct {
+	v1.Layer
+	diffID v1.Hash
+}
+
+// DiffID implements v1.Layer.
+func (l *knownDiffID) DiffID() (v1.Hash, error) { return l.diffID, nil }
 
 // UnpackLayers is Unpack for layers that are not (all) of one image, such as layers of an
 // imported build cache.
