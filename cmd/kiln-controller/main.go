@@ -18,6 +18,7 @@ import (
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/controller"
+	"github.com/kiln-build/kiln/internal/registry"
 )
 
 func main() {
@@ -30,6 +31,8 @@ func main() {
 func run() error {
 	var metricsAddr, probeAddr, storeLimit string
 	var leaderElect bool
+	var webhookAddr string
+	var insecure []string
 	var pods controller.PodOptions
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus metrics endpoint")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of the health and readiness probes")
@@ -39,6 +42,10 @@ func run() error {
 		"Localhost seccomp profile of build pods, relative to the kubelet's seccomp directory; empty for RuntimeDefault")
 	flag.StringVar(&storeLimit, "store-size-limit", "20Gi", "size limit of the emptyDir that holds a build's store")
 	flag.BoolVar(&pods.UnmaskedProc, "unmasked-proc", false, "give build pods procMount: Unmasked (needs the ProcMountType feature)")
+	flag.StringVar(&webhookAddr, "webhook-bind-address", ":8443",
+		`address of the Generic and GitHub webhook server (plain HTTP: TLS is terminated by the Service or ingress); "0" turns it off`)
+	flag.Func("insecure-registry", "allow plain HTTP or unverified TLS for this registry when checking base images (repeatable)",
+		func(s string) error { insecure = append(insecure, s); return nil })
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -77,7 +84,12 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("making a clientset: %w", err)
 	}
-	if err := controller.Setup(mgr, pods, controller.PodLogs{Clientset: clientset}); err != nil {
+	reg, err := registry.New(registry.WithInsecure(insecure...), registry.WithUserAgent("kiln-controller"))
+	if err != nil {
+		return fmt.Errorf("setting up the registry client: %w", err)
+	}
+	triggers := controller.TriggerOptions{WebhookBindAddress: webhookAddr, Registry: reg}
+	if err := controller.Setup(mgr, pods, controller.PodLogs{Clientset: clientset}, triggers); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

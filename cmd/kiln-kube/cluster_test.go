@@ -53,7 +53,7 @@ func TestClientVerbs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := controller.Setup(mgr, controller.PodOptions{BuilderImage: "kiln"}, cannedLogs{}); err != nil {
+	if err := controller.Setup(mgr, controller.PodOptions{BuilderImage: "kiln"}, cannedLogs{}, controller.TriggerOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

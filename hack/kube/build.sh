@@ -77,7 +77,8 @@ stamp_of() {
 	{
 		go version
 		printf '%s\n' "$1" "$2" "$ldflags" CGO_ENABLED=0 -trimpath
-		cat go.mod go.sum
+		grep -v '^[[:space:]]*//' go.mod # comments do not change a build
+		cat go.sum
 	} | sha256sum | cut -d' ' -f1
 }
 

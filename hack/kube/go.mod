@@ -6,6 +6,9 @@
 // This file is the ONE place where versions are pinned: bump
 // k8s.io/kubernetes and every k8s.io/* staging replace below together
 // (Kubernetes v1.X.Y <-> staging v0.X.Y), then run `go mod tidy` here.
+// build.sh reads the Kubernetes version from here for its cache path.
+// go.etcd.io/etcd/server/v3 (built only with KILN_KUBE_ETCD=build) stays at
+// the version k8s.io/kubernetes itself requires.
 module github.com/kiln-build/kiln/hack/kube
 
 go 1.26.0

@@ -68,7 +68,7 @@ func (c *cluster) startController(t *testing.T) (stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Setup(mgr, PodOptions{BuilderImage: "registry.test/kiln:dev", SeccompProfile: "kiln/kiln-seccomp.json"}, fakeLogs{}); err != nil {
+	if err := Setup(mgr, PodOptions{BuilderImage: "registry.test/kiln:dev", SeccompProfile: "kiln/kiln-seccomp.json"}, fakeLogs{}, TriggerOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

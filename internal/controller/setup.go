@@ -10,8 +10,9 @@ import (
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch
 // +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
 
-// Setup registers kiln's reconcilers with mgr; logs reads build pods' logs (nil saves none).
-func Setup(mgr ctrl.Manager, pods PodOptions, logs LogSource) error {
+// Setup registers kiln's reconcilers with mgr; logs reads build pods' logs (nil saves none),
+// and triggers configures the webhook server and the ImageChange poller.
+func Setup(mgr ctrl.Manager, pods PodOptions, logs LogSource, triggers TriggerOptions) error {
 	builds := &BuildReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
@@ -30,5 +31,5 @@ func Setup(mgr ctrl.Manager, pods PodOptions, logs LogSource) error {
 	if err := (&BuildConfigReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the buildconfig controller: %w", err)
 	}
-	return nil
+	return SetupTriggers(mgr, triggers)
 }
