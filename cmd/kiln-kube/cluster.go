@@ -1,14 +1,11 @@
 package main
 
 import (
-	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -28,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
+	"github.com/kiln-build/kiln/internal/archive"
 	"github.com/kiln-build/kiln/internal/controller"
 )
 
@@ -318,7 +316,7 @@ func (c *cluster) upload(ctx context.Context, b *kilnv1.Build, dir, file string)
 	counter := &progressWriter{w: pw, every: 1 << 20, start: time.Now()}
 	go func() {
 		if dir != "" {
-			pw.CloseWithError(writeTar(counter, dir))
+			pw.CloseWithError(archive.WriteDir(counter, dir, false))
 			return
 		}
 		f, err := os.Open(file)
@@ -365,52 +363,6 @@ func (c *cluster) waitRunning(ctx context.Context, pod, container string) error 
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// writeTar writes dir as a tar stream.
-func writeTar(w io.Writer, dir string) error {
-	tw := tar.NewWriter(w)
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(dir, p)
-		if err != nil || rel == "." {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		link := ""
-		if info.Mode()&fs.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(info, link)
-		if err != nil {
-			return err
-		}
-		hdr.Name = filepath.ToSlash(rel)
-		if err := tw.WriteHeader(hdr); err != nil {
-			return err
-		}
-		if !info.Mode().IsRegular() {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		_, err = io.Copy(tw, f)
-		f.Close()
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("packing %s: %w", dir, err)
-	}
-	return tw.Close()
 }
 
 // progressWriter reports upload progress on stderr.

@@ -335,3 +335,27 @@ func TestExtractLiteralWhiteouts(t *testing.T) {
 		t.Error("d marked opaque")
 	}
 }
+
+func TestWriteDirRoundTrip(t *testing.T) {
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "d"), 0o750)
+	os.WriteFile(filepath.Join(src, "d", "f"), []byte("data"), 0o640)
+	os.Symlink("d/f", filepath.Join(src, "link"))
+	var buf bytes.Buffer
+	if err := WriteDir(&buf, src, true); err != nil {
+		t.Fatal(err)
+	}
+	dst := t.TempDir()
+	if err := Extract(context.Background(), bytes.NewReader(buf.Bytes()), dst, ExtractOptions{LiteralWhiteouts: true}); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(filepath.Join(dst, "d", "f")); err != nil || string(data) != "data" {
+		t.Fatalf("file: %q %v", data, err)
+	}
+	if target, err := os.Readlink(filepath.Join(dst, "link")); err != nil || target != "d/f" {
+		t.Fatalf("link: %q %v", target, err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dst, "d")); fi.Mode().Perm() != 0o750 {
+		t.Fatalf("dir mode %o", fi.Mode().Perm())
+	}
+}

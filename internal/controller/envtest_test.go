@@ -59,18 +59,21 @@ func startCluster(t *testing.T) *cluster {
 	return &cluster{cfg: cfg, client: c, scheme: scheme}
 }
 
-// startController runs the controller manager until the returned function is called.
-func (c *cluster) startController(t *testing.T) (stop func()) {
+// newManager makes a controller manager on the test's API server. A restarted controller
+// registers the same controller names again in this process, hence SkipNameValidation.
+func (c *cluster) newManager(t *testing.T) ctrl.Manager {
 	t.Helper()
-	// A restarted controller registers the same controller names again in this process.
 	mgr, err := ctrl.NewManager(c.cfg, ctrl.Options{Scheme: c.scheme, Metrics: metricsserver.Options{BindAddress: "0"},
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := Setup(mgr, PodOptions{BuilderImage: "registry.test/kiln:dev", SeccompProfile: "kiln/kiln-seccomp.json"}, fakeLogs{}, TriggerOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	return mgr
+}
+
+// run starts mgr until the returned function is called (or the test ends).
+func run(t *testing.T, mgr ctrl.Manager) (stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -89,6 +92,16 @@ func (c *cluster) startController(t *testing.T) (stop func()) {
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// startController runs the whole controller until the returned function is called.
+func (c *cluster) startController(t *testing.T) (stop func()) {
+	t.Helper()
+	mgr := c.newManager(t)
+	if err := Setup(mgr, PodOptions{BuilderImage: "registry.test/kiln:dev", SeccompProfile: "kiln/kiln-seccomp.json"}, fakeLogs{}, TriggerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return run(t, mgr)
 }
 
 // namespace makes a fresh namespace for one test.

@@ -14,10 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 	"github.com/kiln-build/kiln/internal/registry"
@@ -156,11 +153,7 @@ func pushRandom(t *testing.T, ref string) string {
 // startImagePoller runs a manager with the BuildConfig controller and r until the test ends.
 func (c *cluster) startImagePoller(t *testing.T, r *ImageChangeReconciler) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(c.cfg, ctrl.Options{Scheme: c.scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := c.newManager(t)
 	if err := (&BuildConfigReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
@@ -168,15 +161,7 @@ func (c *cluster) startImagePoller(t *testing.T, r *ImageChangeReconciler) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	run(t, mgr)
 }
 
 // imageChanges waits for the BuildConfig's status.imageChanges to satisfy ok, and returns them.

@@ -20,11 +20,7 @@ import (
 	"github.com/go-logr/logr/funcr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 )
@@ -335,23 +331,11 @@ func TestWebhookServer(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	mgr, err := ctrl.NewManager(c.cfg, ctrl.Options{Scheme: c.scheme, Metrics: metricsserver.Options{BindAddress: "0"},
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mgr := c.newManager(t)
 	if err := SetupTriggers(mgr, TriggerOptions{WebhookBindAddress: addr, Registry: unreachableRegistry{}}); err != nil {
 		t.Fatal(err)
 	}
-	mctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(mctx); err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	run(t, mgr)
 
 	hook := fmt.Sprintf("http://%s/webhooks/%s/app/generic?secret=%s", addr, ns, url.QueryEscape(testHookSecret))
 	var reply webhookReply
