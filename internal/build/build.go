@@ -188,7 +188,7 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	imported := importCaches(ctx, req, reg)
 	bases := &resolver{store: st, registry: reg, pull: req.Pull, progress: req.Progress, platform: req.Platform,
-		extract: archive.ExtractOptions{SquashOwners: req.SquashOwners, Warnings: req.Progress}}
+		lazy: len(imported) > 0, extract: archive.ExtractOptions{SquashOwners: req.SquashOwners, Warnings: req.Progress}}
 	solveStart := time.Now()
 	res, err := solver.New(solver.Config{
 		Plan:            plan,

@@ -26,6 +26,10 @@ type resolver struct {
 	progress io.Writer
 	// platform is the build's platform; the registry client selects it from indexes.
 	platform string
+	// lazy pulls only the blobs of base images, leaving their unpacking to the first step
+	// that needs the rootfs: for builds that import a cache, where most steps are expected to
+	// hit. Otherwise layers are unpacked as they download, in one pass.
+	lazy bool
 	// extract are the options layers are unpacked with while they are pulled.
 	extract archive.ExtractOptions
 	// pulling is the time spent pulling, summed over images (they may overlap).
@@ -62,7 +66,17 @@ func (r *resolver) Resolve(ctx context.Context, ref, platform string) (v1.Image,
 	if err != nil {
 		return nil, fmt.Errorf("parsing image reference %s: %w", ref, err)
 	}
-	if _, err := r.store.Unpack(ctx, img, r.extract); err != nil {
+	if r.lazy {
+		// Only the blobs: layers are unpacked when a step needs the rootfs, which a build
+		// whose every step hits the cache never does.
+		layers, err := img.Layers()
+		if err != nil {
+			return nil, fmt.Errorf("pulling %s: %w", ref, err)
+		}
+		if err := r.store.FetchBlobs(ctx, layers); err != nil {
+			return nil, fmt.Errorf("pulling %s: %w", ref, err)
+		}
+	} else if _, err := r.store.Unpack(ctx, img, r.extract); err != nil {
 		return nil, fmt.Errorf("pulling %s: %w", ref, err)
 	}
 	if err := r.store.SaveImage(ctx, img, full.Name()); err != nil {

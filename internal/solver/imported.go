@@ -9,6 +9,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-build/kiln/internal/archive"
+	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/store"
 )
 
@@ -30,15 +31,54 @@ type Step struct {
 	store.CachedStep
 }
 
-// pending are the layers of imported cache hits that are not in the store yet, by digest.
+// pending are the layers a stage holds without their unpacked directory, by digest: base
+// layers (their blobs are in the store) and imported cache hits (their blobs may not be).
+// They are unpacked when a step needs the rootfs, and only fetched when just the image does.
 type pending struct {
 	mu     sync.Mutex
 	layers map[v1.Hash]pendingLayer
 }
 
+// pendingLayer opens a pending layer; where names where it comes from, for errors.
 type pendingLayer struct {
-	src  CacheSource
-	step store.CachedStep
+	where string
+	open  func(ctx context.Context) (v1.Layer, error)
+}
+
+// addPending notes a layer to unpack or fetch later.
+func (s *Solver) addPending(digest v1.Hash, p pendingLayer) {
+	s.pending.mu.Lock()
+	defer s.pending.mu.Unlock()
+	if s.pending.layers == nil {
+		s.pending.layers = map[v1.Hash]pendingLayer{}
+	}
+	s.pending.layers[digest] = p
+}
+
+// pendingLayers opens the stage's layers that have no directory, with their indexes.
+func (st *stageState) pendingLayers(ctx context.Context) ([]int, []v1.Layer, int64, error) {
+	var idx []int
+	var layers []v1.Layer
+	var size int64
+	for i, d := range st.dirs {
+		if d != "" {
+			continue
+		}
+		digest := st.layers[i].Desc.Digest
+		st.s.pending.mu.Lock()
+		p, ok := st.s.pending.layers[digest]
+		st.s.pending.mu.Unlock()
+		if !ok {
+			return nil, nil, 0, fmt.Errorf("internal error: layer %s has no directory and no source", digest)
+		}
+		l, err := p.open(ctx)
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("opening layer %s from %s: %w", digest, p.where, err)
+		}
+		idx, layers = append(idx, i), append(layers, l)
+		size += st.layers[i].Desc.Size
+	}
+	return idx, layers, size, nil
 }
 
 // imported looks key up in the --cache-from sources, in order. A layer it names that the store
@@ -56,55 +96,60 @@ func (s *Solver) imported(key string) (step store.CachedStep, dir string, ok boo
 		if d, unpacked := s.cfg.Store.LayerDir(*step.DiffID); unpacked && s.cfg.Store.HasBlob(step.Layer.Digest) {
 			return step, d, true
 		}
-		s.pending.mu.Lock()
-		if s.pending.layers == nil {
-			s.pending.layers = map[v1.Hash]pendingLayer{}
-		}
-		s.pending.layers[step.Layer.Digest] = pendingLayer{src: src, step: step}
-		s.pending.mu.Unlock()
+		s.addPending(step.Layer.Digest, pendingLayer{where: src.Name(), open: func(ctx context.Context) (v1.Layer, error) {
+			return src.Layer(ctx, step)
+		}})
 		return step, "", true
 	}
 	return store.CachedStep{}, "", false
 }
 
-// materialize fetches and unpacks the stage's layers that imported cache hits left pending, so
-// that its rootfs can be read or built on. Layers download in parallel.
+// materialize unpacks the stage's pending layers (fetching those of imported cache hits), so
+// that its rootfs can be read or built on. Layers are unpacked in parallel.
 func (st *stageState) materialize(ctx context.Context) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	var idx []int
+	idx, layers, size, err := st.pendingLayers(ctx)
+	if err != nil || len(layers) == 0 {
+		return err
+	}
+	start := time.Now()
+	dirs, err := st.s.cfg.Store.UnpackLayers(ctx, layers, archive.ExtractOptions{SquashOwners: st.s.cfg.SquashOwners, Warnings: st.s.cfg.Warnings})
+	if err != nil {
+		return fmt.Errorf("unpacking layers: %w", err)
+	}
+	for j, i := range idx {
+		st.dirs[i] = dirs[j]
+	}
+	st.s.out.printf("%s unpacked %d layers (%s) in %s\n", st.s.cfg.Plan.Describe(st.index), len(layers),
+		humanBytes(size), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// fetchBlobs makes sure the store holds the blobs of all the stage's layers, without unpacking
+// the pending ones: what the final image needs when no step read its rootfs.
+func (st *stageState) fetchBlobs(ctx context.Context) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	idx, pending, _, err := st.pendingLayers(ctx)
+	if err != nil {
+		return err
+	}
 	var layers []v1.Layer
 	var size int64
-	for i, d := range st.dirs {
-		if d != "" {
-			continue
+	for j, l := range pending {
+		if desc := st.layers[idx[j]].Desc; !st.s.cfg.Store.HasBlob(desc.Digest) {
+			layers, size = append(layers, l), size+desc.Size
 		}
-		digest := st.layers[i].Desc.Digest
-		st.s.pending.mu.Lock()
-		p, ok := st.s.pending.layers[digest]
-		st.s.pending.mu.Unlock()
-		if !ok {
-			return fmt.Errorf("internal error: layer %s has no directory and no cache to fetch it from", digest)
-		}
-		l, err := p.src.Layer(ctx, p.step)
-		if err != nil {
-			return fmt.Errorf("fetching cached layer %s from %s: %w", digest, p.src.Name(), err)
-		}
-		idx, layers = append(idx, i), append(layers, l)
-		size += st.layers[i].Desc.Size
 	}
 	if len(layers) == 0 {
 		return nil
 	}
 	start := time.Now()
-	dirs, err := st.s.cfg.Store.UnpackLayers(ctx, layers, archive.ExtractOptions{SquashOwners: st.s.cfg.SquashOwners, Warnings: st.s.cfg.Warnings})
-	if err != nil {
+	if err := st.s.cfg.Store.FetchBlobs(ctx, layers); err != nil {
 		return fmt.Errorf("fetching cached layers: %w", err)
 	}
-	for j, i := range idx {
-		st.dirs[i] = dirs[j]
-	}
-	st.s.out.printf("%s fetched %d cached layers (%s) in %s\n", st.s.cfg.Plan.Describe(st.index), len(layers),
+	st.s.out.printf("%s fetched %d layers (%s) in %s\n", st.s.cfg.Plan.Describe(st.index), len(layers),
 		humanBytes(size), time.Since(start).Round(time.Millisecond))
 	return nil
 }
@@ -117,6 +162,12 @@ func (st *stageState) rootfs(ctx context.Context) ([]string, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return append([]string(nil), st.dirs...), nil
+}
+
+// storedLayer is a pending layer whose blob is in the store.
+func (s *Solver) storedLayer(desc v1.Descriptor, diffID v1.Hash) pendingLayer {
+	l := &image.Layer{Path: s.cfg.Store.BlobPath(desc.Digest), Desc: desc, Diff: diffID}
+	return pendingLayer{where: "the store", open: func(context.Context) (v1.Layer, error) { return l, nil }}
 }
 
 // stepTime is the time a step is recorded with: SOURCE_DATE_EPOCH when set, else the time the
@@ -152,7 +203,10 @@ func (st *stageState) lookup(key string) (step store.CachedStep, dir string, ok 
 	}
 	if step, ok := st.s.cfg.Store.CachedStep(key); ok {
 		if step.Layer != nil {
-			dir, _ = st.s.cfg.Store.LayerDir(*step.DiffID)
+			var unpacked bool
+			if dir, unpacked = st.s.cfg.Store.LayerDir(*step.DiffID); !unpacked {
+				st.s.addPending(step.Layer.Digest, st.s.storedLayer(*step.Layer, *step.DiffID))
+			}
 		}
 		return step, dir, true
 	}

@@ -127,8 +127,8 @@ func (s *Solver) Solve(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	st := s.stages[s.cfg.Plan.Target].state
-	// The image needs its layers in the store, cache hits included.
-	if err := st.materialize(ctx); err != nil {
+	// The image needs its layers' blobs in the store, cache hits included; not their content.
+	if err := st.fetchBlobs(ctx); err != nil {
 		return nil, err
 	}
 	res := &Result{Config: st.finalConfig(), Layers: st.layers, Steps: st.steps, RunTime: time.Duration(s.runTime.Load())}

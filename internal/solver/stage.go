@@ -101,7 +101,7 @@ func (s *Solver) baseState(ctx context.Context, stage *frontend.Stage) (*stageSt
 		if err != nil {
 			return nil, err
 		}
-		layers, dirs, cfg, err := s.unpack(ctx, img)
+		layers, dirs, cfg, err := s.stored(img)
 		if err != nil {
 			return nil, err
 		}
@@ -125,6 +125,29 @@ func (s *Solver) platform(stage *frontend.Stage) string {
 		return s.cfg.Platform
 	}
 	return "linux/" + runtime.GOARCH
+}
+
+// stored describes the layers of img, whose blobs are in the store, with their directories
+// where they are unpacked already; the others are pending, unpacked when a step needs them.
+func (s *Solver) stored(img v1.Image) ([]*image.Layer, []string, *v1.ConfigFile, error) {
+	layers, err := image.StoredLayers(img, s.cfg.Store.BlobPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("reading image config: %w", err)
+	}
+	dirs := make([]string, len(layers))
+	for i, l := range layers {
+		if d, ok := s.cfg.Store.LayerDir(l.Diff); ok {
+			dirs[i] = d
+			continue
+		}
+		s.addPending(l.Desc.Digest, s.storedLayer(l.Desc, l.Diff))
+	}
+	c := *cfg
+	return layers, dirs, &c, nil
 }
 
 // unpack makes sure img's layers are in the store and returns them with their directories.

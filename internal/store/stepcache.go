@@ -24,8 +24,8 @@ func (s *Store) stepPath(key string) string {
 	return filepath.Join(s.root, "cache", "steps", key+".json")
 }
 
-// CachedStep returns the step recorded under key when everything it needs is still in the
-// store (the layer's blob and its unpacked directory).
+// CachedStep returns the step recorded under key when the store still holds its layer's blob
+// (its unpacked directory may be gone, or not made yet: it is unpacked when needed).
 func (s *Store) CachedStep(key string) (CachedStep, bool) {
 	data, err := os.ReadFile(s.stepPath(key))
 	if err != nil {
@@ -39,9 +39,6 @@ func (s *Store) CachedStep(key string) (CachedStep, bool) {
 		return step, true
 	}
 	if step.DiffID == nil || !s.HasBlob(step.Layer.Digest) {
-		return CachedStep{}, false
-	}
-	if _, ok := s.LayerDir(*step.DiffID); !ok {
 		return CachedStep{}, false
 	}
 	return step, true

@@ -76,6 +76,27 @@ func (s *Store) UnpackLayers(ctx context.Context, layers []v1.Layer, opts archiv
 	return dirs, nil
 }
 
+// FetchBlobs makes sure the compressed blob of every layer is stored, without unpacking it
+// (an image the store must hold, whose content no step reads). Blobs download in parallel and
+// are verified against their digests.
+func (s *Store) FetchBlobs(ctx context.Context, layers []v1.Layer) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(unpackJobs)
+	for _, l := range layers {
+		g.Go(func() error {
+			digest, err := l.Digest()
+			if err != nil {
+				return fmt.Errorf("fetching layer: reading digest: %w", err)
+			}
+			if s.HasBlob(digest) {
+				return nil
+			}
+			return s.fetchBlob(ctx, l, digest)
+		})
+	}
+	return g.Wait()
+}
+
 // unpackLayer stores one layer, under its lock.
 func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, opts archive.ExtractOptions) (string, error) {
 	digest, err := l.Digest()
