@@ -56,8 +56,9 @@ func PodName(b *kilnv1.Build) string { return b.Name + "-build" }
 // kiln build as uid 0 of the pod's own user namespace (hostUsers: false), so that it can map
 // the 65536 ids the pod owns into its RUN steps.
 //
-// Security, by default: no privilege, no escalation, every capability dropped but SETUID and
-// SETGID (to write the id maps of kiln's nested user namespaces), no host path or socket, no
+// Security, by default: no privilege, no escalation, every capability dropped but SETUID,
+// SETGID and SETFCAP (to write the id maps of kiln's nested user namespaces: since Linux 5.12
+// mapping the namespace's root onto the pod's root needs SETFCAP), no host path or socket, no
 // service account token, the store in a size-limited emptyDir, registry credentials mounted
 // read-only where RUN steps cannot see them (RUN sees only the image's rootfs), and a seccomp
 // profile (Localhost, or RuntimeDefault where nested user namespaces are allowed).
@@ -197,14 +198,15 @@ func BuildPod(b *kilnv1.Build, o PodOptions) (*corev1.Pod, error) {
 }
 
 // containerSecurity is the security context of both containers: no privilege, no escalation,
-// capabilities dropped but those that write id maps.
+// capabilities dropped but those that write id maps (found by running the rendered pod in a
+// pod-like container: without SETFCAP the kernel refuses the map).
 func containerSecurity() *corev1.SecurityContext {
 	return &corev1.SecurityContext{
 		Privileged:               ptr.To(false),
 		AllowPrivilegeEscalation: ptr.To(false),
 		Capabilities: &corev1.Capabilities{
 			Drop: []corev1.Capability{"ALL"},
-			Add:  []corev1.Capability{"SETUID", "SETGID"},
+			Add:  []corev1.Capability{"SETUID", "SETGID", "SETFCAP"},
 		},
 	}
 }

@@ -48,7 +48,7 @@ func TestBuildPodIsHardened(t *testing.T) {
 		if sc == nil || *sc.Privileged || *sc.AllowPrivilegeEscalation || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 			t.Errorf("%s: security context %+v", c.Name, sc)
 		}
-		if !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"SETUID", "SETGID"}) {
+		if !slices.Equal(sc.Capabilities.Add, []corev1.Capability{"SETUID", "SETGID", "SETFCAP"}) {
 			t.Errorf("%s: adds capabilities %v", c.Name, sc.Capabilities.Add)
 		}
 	}

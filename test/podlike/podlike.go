@@ -147,12 +147,19 @@ func (p *Pod) HostID(id int) int { return p.hostBase + id }
 // Run runs args in a fresh container of the pod as uid (and gid = uid),
 // waits for it, and returns its stdout and stderr.
 func (p *Pod) Run(ctx context.Context, uid int, args ...string) (stdout, stderr string, err error) {
+	return p.RunContainer(ctx, Container{UID: uid, Args: args})
+}
+
+// RunContainer runs c in a fresh container of the pod, waits for it, and returns its stdout
+// and stderr.
+func (p *Pod) RunContainer(ctx context.Context, c Container) (stdout, stderr string, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	uid, args := c.UID, c.Args
 	if uid < 0 || uid >= IDCount {
 		return "", "", fmt.Errorf("running %q in pod: uid %d outside the pod's %d ids", args, uid, IDCount)
 	}
-	cfg := p.spec(uid, args)
+	cfg := p.containerSpec(c)
 	raw, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return "", "", fmt.Errorf("encoding pod config: %w", err)

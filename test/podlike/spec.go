@@ -95,20 +95,45 @@ func readonlyPaths() []string {
 	return []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
 }
 
-// spec is the container config for one run of args as uid.
-func (p *Pod) spec(uid int, args []string) spec {
+// Container is one container run in the pod, as a Kubernetes container spec would set it.
+type Container struct {
+	UID  int
+	Args []string
+	// Env replaces the default environment (PATH and HOME) when not nil.
+	Env []string
+	// Capabilities replaces DefaultCapabilities when not nil ("CAP_SETUID", ...).
+	Capabilities []string
+	// NoNewPrivileges is allowPrivilegeEscalation: false.
+	NoNewPrivileges bool
+	// Binds are volumes: host paths mounted into the container.
+	Binds []Bind
+}
+
+// Bind mounts a host path (a directory or a file) into a container.
+type Bind struct {
+	Host, Container string
+	ReadOnly        bool
+}
+
+// containerSpec is the container config for c.
+func (p *Pod) containerSpec(c Container) spec {
 	caps := DefaultCapabilities()
+	if c.Capabilities != nil {
+		caps = c.Capabilities
+	}
+	env := c.Env
+	if env == nil {
+		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + StorePath}
+	}
 	s := spec{
 		OCIVersion: "1.0.2",
 		Process: process{
-			User: user{UID: uint32(uid), GID: uint32(uid)},
-			Args: args,
-			Env: []string{
-				"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-				"HOME=" + StorePath,
-			},
-			Cwd:          "/",
-			Capabilities: capabilities{Bounding: caps, Effective: caps, Permitted: caps},
+			User:            user{UID: uint32(c.UID), GID: uint32(c.UID)},
+			Args:            c.Args,
+			Env:             env,
+			NoNewPrivileges: c.NoNewPrivileges,
+			Cwd:             "/",
+			Capabilities:    capabilities{Bounding: caps, Effective: caps, Permitted: caps},
 			// This machine's hard limits are below runtimes' usual defaults.
 			Rlimits: []rlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
 		},
@@ -134,6 +159,13 @@ func (p *Pod) spec(uid int, args []string) spec {
 			// No network namespace: the pod uses the host network.
 			Namespaces: []namespace{{Type: "pid"}, {Type: "ipc"}, {Type: "uts"}, {Type: "mount"}, {Type: "user"}},
 		},
+	}
+	for _, b := range c.Binds {
+		opts := []string{"rbind", "rw"}
+		if b.ReadOnly {
+			opts[1] = "ro"
+		}
+		s.Mounts = append(s.Mounts, mount{Destination: b.Container, Type: "bind", Source: b.Host, Options: opts})
 	}
 	if !p.unmasked {
 		s.Linux.MaskedPaths = maskedPaths()
