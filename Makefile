@@ -5,7 +5,7 @@ GO ?= go
 GOTEST_TIMEOUT ?= 60m
 STATICCHECK ?= $(firstword $(wildcard $(HOME)/go/bin/staticcheck) $(shell command -v staticcheck 2>/dev/null))
 
-.PHONY: images all build test setup fixtures-debian vet unit lint hello clean kube-assets generate bench
+.PHONY: seccomp images all build test setup fixtures-debian vet unit lint hello clean kube-assets generate bench
 
 all: build
 
@@ -63,6 +63,10 @@ images: build
 		echo "building $$name"; \
 		bin/kiln build -q --source-date-epoch 0 -t $$name $(if $(PUSH),--push) $$ctx || exit 1; \
 	done
+
+## seccomp: regenerate config/seccomp/kiln-seccomp.json (containerd's default + kiln's calls)
+seccomp:
+	cd hack/seccomp && $(GO) run . > ../../config/seccomp/kiln-seccomp.json
 
 ## hello: build kiln and the example image, with no registry involved
 hello: build

@@ -22,8 +22,8 @@ import (
 // for itself (FROM scratch), the pod's user namespace of 65536 ids, its capabilities (SETUID
 // and SETGID only), no new privileges, its volumes as host directories. The build pushes to
 // the local registry, and the result the builder leaves in its termination message names the
-// digest skopeo reads there. Not covered here: the seccomp profile (issue 8 ships it) and a
-// real kubelet.
+// digest skopeo reads there, all under kiln's seccomp profile (config/seccomp). Not covered
+// here: a real kubelet (issue 8).
 func TestBuildPodInPodLikeContainer(t *testing.T) {
 	kilnBuildWorks(t)
 	needRegistry(t)
@@ -69,7 +69,7 @@ func TestBuildPodInPodLikeContainer(t *testing.T) {
 		Output:   kilnv1.BuildOutput{To: ref},
 	}}}
 	b.Name, b.Namespace = "app-1", "ci"
-	pod, err := controller.BuildPod(b, controller.PodOptions{BuilderImage: "kiln"})
+	pod, err := controller.BuildPod(b, controller.PodOptions{BuilderImage: "kiln", SeccompProfile: "kiln/kiln-seccomp.json"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,6 +94,15 @@ func TestBuildPodInPodLikeContainer(t *testing.T) {
 		volumes[v.Name] = dir
 	}
 	uid := int(*pod.Spec.SecurityContext.RunAsUser)
+	// The pod's Localhost seccomp profile, as the node would load it from its seccomp directory.
+	sp := pod.Spec.SecurityContext.SeccompProfile
+	if sp.Type != corev1.SeccompProfileTypeLocalhost || *sp.LocalhostProfile != "kiln/kiln-seccomp.json" {
+		t.Fatalf("the pod's seccomp profile is %+v, not kiln's", sp)
+	}
+	profile, err := os.ReadFile(filepath.Join(root, "config", "seccomp", "kiln-seccomp.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var result string
 	for _, c := range append(append([]corev1.Container(nil), pod.Spec.InitContainers...), pod.Spec.Containers...) {
 		binds := []podlike.Bind{}
@@ -123,6 +132,7 @@ func TestBuildPodInPodLikeContainer(t *testing.T) {
 			Capabilities:    caps,
 			NoNewPrivileges: !*c.SecurityContext.AllowPrivilegeEscalation,
 			Binds:           binds,
+			Seccomp:         profile,
 		})
 		t.Logf("container %s:\n%s%s", c.Name, tail(stdout, 10), tail(stderr, 30))
 		if err != nil {

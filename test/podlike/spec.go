@@ -1,6 +1,9 @@
 package podlike
 
-import "path/filepath"
+import (
+	"encoding/json"
+	"path/filepath"
+)
 
 // The runtime-spec subset this package writes. Field names follow
 // github.com/opencontainers/runtime-spec/specs-go.
@@ -65,11 +68,12 @@ type namespace struct {
 }
 
 type linux struct {
-	UIDMappings   []idMapping `json:"uidMappings"`
-	GIDMappings   []idMapping `json:"gidMappings"`
-	Namespaces    []namespace `json:"namespaces"`
-	MaskedPaths   []string    `json:"maskedPaths,omitempty"`
-	ReadonlyPaths []string    `json:"readonlyPaths,omitempty"`
+	Seccomp       json.RawMessage `json:"seccomp,omitempty"`
+	UIDMappings   []idMapping     `json:"uidMappings"`
+	GIDMappings   []idMapping     `json:"gidMappings"`
+	Namespaces    []namespace     `json:"namespaces"`
+	MaskedPaths   []string        `json:"maskedPaths,omitempty"`
+	ReadonlyPaths []string        `json:"readonlyPaths,omitempty"`
 }
 
 // DefaultCapabilities is containerd's default capability set for a container
@@ -107,6 +111,8 @@ type Container struct {
 	NoNewPrivileges bool
 	// Binds are volumes: host paths mounted into the container.
 	Binds []Bind
+	// Seccomp is an OCI seccomp profile (the JSON of a Localhost profile); nil runs unconfined.
+	Seccomp json.RawMessage
 }
 
 // Bind mounts a host path (a directory or a file) into a container.
@@ -160,6 +166,7 @@ func (p *Pod) containerSpec(c Container) spec {
 			Namespaces: []namespace{{Type: "pid"}, {Type: "ipc"}, {Type: "uts"}, {Type: "mount"}, {Type: "user"}},
 		},
 	}
+	s.Linux.Seccomp = c.Seccomp
 	for _, b := range c.Binds {
 		opts := []string{"rbind", "rw"}
 		if b.ReadOnly {
