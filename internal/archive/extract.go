@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -74,7 +75,26 @@ func Extract(ctx context.Context, r io.Reader, dir string, opts ExtractOptions) 
 	if err := x.finishDirs(); err != nil {
 		return fmt.Errorf("setting directory times in %s: %w", dir, err)
 	}
+	x.reportDevices()
 	return nil
+}
+
+// reportDevices warns once about the device nodes skipped: without privileges they cannot be
+// made, and RUN steps get a /dev of their own anyway.
+func (x *extractor) reportDevices() {
+	if len(x.devices) == 0 {
+		return
+	}
+	shown := x.devices
+	if len(shown) > 4 {
+		shown = shown[:4]
+	}
+	more := ""
+	if n := len(x.devices) - len(shown); n > 0 {
+		more = fmt.Sprintf(" and %d more", n)
+	}
+	x.warnf("skipped %d device nodes (%s%s): they cannot be made without privileges; RUN steps get their own /dev",
+		len(x.devices), strings.Join(shown, ", "), more)
 }
 
 // extractor holds the state of one Extract call.
@@ -82,6 +102,8 @@ type extractor struct {
 	root *root
 	opts ExtractOptions
 	dirs []*tar.Header // directories whose times are set once all entries are written
+	// devices are the device nodes skipped, reported in one warning at the end.
+	devices []string
 }
 
 func (x *extractor) warnf(format string, args ...any) {
@@ -136,7 +158,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		return x.meta(pfd, base, hdr, true)
 	case tar.TypeChar, tar.TypeBlock:
-		x.warnf("skipping device node %q (%d:%d)", hdr.Name, hdr.Devmajor, hdr.Devminor)
+		x.devices = append(x.devices, strings.TrimPrefix(path.Clean("/"+hdr.Name), "/"))
 		return nil
 	default:
 		x.warnf("skipping %q of unknown tar entry type %q", hdr.Name, hdr.Typeflag)
