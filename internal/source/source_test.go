@@ -4,6 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,5 +101,40 @@ func TestReceive(t *testing.T) {
 	}
 	if err := ReceiveFile(strings.NewReader("jar"), dest, "app.jar"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCloneOverHTTPWithToken clones from git's own smart-HTTP server (git http-backend behind
+// net/http/cgi) that requires basic auth, with the credentials a Kubernetes Secret mounts.
+func TestCloneOverHTTPWithToken(t *testing.T) {
+	repo, _ := gitRepo(t)
+	backend := "/usr/lib/git-core/git-http-backend"
+	if _, err := os.Stat(backend); err != nil {
+		t.Skip("git http-backend is missing; remedy: apt-get install -y git")
+	}
+	root := filepath.Dir(repo)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "ci" || p != "t0ken" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		(&cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}).ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	uri := srv.URL + "/" + filepath.Base(repo)
+
+	if _, err := Clone(context.Background(), Git{URI: uri, Ref: "main"}, filepath.Join(t.TempDir(), "x"), nil); err == nil {
+		t.Fatal("cloned without credentials")
+	}
+	auth := t.TempDir()
+	os.WriteFile(filepath.Join(auth, "username"), []byte("ci\n"), 0o600)
+	os.WriteFile(filepath.Join(auth, "password"), []byte("t0ken\n"), 0o600)
+	dest := filepath.Join(t.TempDir(), "src")
+	if _, err := Clone(context.Background(), Git{URI: uri, Ref: "main", AuthDir: auth}, dest, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "second")); err != nil {
+		t.Fatalf("the clone lacks the branch's files: %v", err)
 	}
 }
