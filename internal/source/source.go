@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"github.com/klauspost/compress/gzip"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/kiln-build/kiln/internal/archive"
 )
@@ -125,12 +125,11 @@ func (g Git) auth() (transport.AuthMethod, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading the SSH key for %s: %w", redact(g.URI), err)
 		}
-		if hosts, ok, err := read("known_hosts"); err != nil {
-			return nil, err
-		} else if ok {
-			cb, err := knownHosts(hosts)
+		hostsFile := filepath.Join(g.AuthDir, "known_hosts")
+		if _, err := os.Stat(hostsFile); err == nil {
+			cb, err := knownhosts.New(hostsFile)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("reading known_hosts: %w", err)
 			}
 			auth.HostKeyCallback = cb
 		} else {
@@ -151,35 +150,6 @@ func (g Git) auth() (transport.AuthMethod, error) {
 		user = "kiln" // token-only secrets: the user name is ignored by most servers
 	}
 	return &githttp.BasicAuth{Username: user, Password: pass}, nil
-}
-
-// knownHosts parses known_hosts content into a host key check.
-func knownHosts(content string) (gossh.HostKeyCallback, error) {
-	var keys []gossh.PublicKey
-	var hosts [][]string
-	sc := bufio.NewScanner(strings.NewReader(content))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		_, names, key, _, _, err := gossh.ParseKnownHosts([]byte(line))
-		if err != nil {
-			return nil, fmt.Errorf("reading known_hosts: %w", err)
-		}
-		keys, hosts = append(keys, key), append(hosts, names)
-	}
-	return func(hostname string, _ net.Addr, key gossh.PublicKey) error {
-		host := strings.TrimSuffix(strings.TrimPrefix(hostname, "["), "]:22")
-		for i, k := range keys {
-			for _, h := range hosts[i] {
-				if (h == hostname || h == host) && string(k.Marshal()) == string(key.Marshal()) {
-					return nil
-				}
-			}
-		}
-		return fmt.Errorf("the host key of %s is not in known_hosts", hostname)
-	}, nil
 }
 
 // redact drops credentials from a URL for messages.

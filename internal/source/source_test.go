@@ -4,6 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -12,6 +17,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 )
 
 // gitRepo makes a real repository with git(1): a main branch with two commits, a tag on the
@@ -136,5 +144,102 @@ func TestCloneOverHTTPWithToken(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dest, "second")); err != nil {
 		t.Fatalf("the clone lacks the branch's files: %v", err)
+	}
+}
+
+// TestCloneOverSSHWithKey clones through an SSH server (x/crypto/ssh running git-upload-pack)
+// that accepts only the Secret's key, and checks its host key against the Secret's
+// known_hosts.
+func TestCloneOverSSHWithKey(t *testing.T) {
+	repo, _ := gitRepo(t)
+	_, hostKey, _ := ed25519.GenerateKey(rand.Reader)
+	clientPub, clientKey, _ := ed25519.GenerateKey(rand.Reader)
+	hostSigner, err := gossh.NewSignerFromKey(hostKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed, _ := gossh.NewPublicKey(clientPub)
+	cfg := &gossh.ServerConfig{PublicKeyCallback: func(_ gossh.ConnMetadata, k gossh.PublicKey) (*gossh.Permissions, error) {
+		if bytes.Equal(k.Marshal(), allowed.Marshal()) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("unknown key")
+	}}
+	cfg.AddHostKey(hostSigner)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go serveGitSSH(l, cfg)
+
+	auth := t.TempDir()
+	block, err := gossh.MarshalPrivateKey(clientKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(auth, "ssh-privatekey"), pem.EncodeToMemory(block), 0o600)
+	uri := "ssh://git@" + l.Addr().String() + repo
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	line := knownhosts.Line([]string{"[127.0.0.1]:" + port}, hostSigner.PublicKey())
+	os.WriteFile(filepath.Join(auth, "known_hosts"), []byte(line+"\n"), 0o600)
+	dest := filepath.Join(t.TempDir(), "src")
+	if _, err := Clone(context.Background(), Git{URI: uri, Ref: "dev", AuthDir: auth}, dest, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dest, "Dockerfile")); err != nil {
+		t.Fatal(err)
+	}
+	// A host key that is not the one known_hosts names is refused.
+	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
+	otherSigner, _ := gossh.NewSignerFromKey(otherKey)
+	os.WriteFile(filepath.Join(auth, "known_hosts"), []byte(knownhosts.Line([]string{"[127.0.0.1]:" + port}, otherSigner.PublicKey())+"\n"), 0o600)
+	if _, err := Clone(context.Background(), Git{URI: uri, Ref: "dev", AuthDir: auth}, filepath.Join(t.TempDir(), "x"), nil); err == nil {
+		t.Fatal("cloned from a host whose key known_hosts does not name")
+	}
+}
+
+// serveGitSSH answers `git-upload-pack PATH` over SSH sessions.
+func serveGitSSH(l net.Listener, cfg *gossh.ServerConfig) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			_, chans, reqs, err := gossh.NewServerConn(c, cfg)
+			if err != nil {
+				return
+			}
+			go gossh.DiscardRequests(reqs)
+			for nc := range chans {
+				ch, requests, err := nc.Accept()
+				if err != nil {
+					continue
+				}
+				go func() {
+					defer ch.Close()
+					for req := range requests {
+						if req.Type != "exec" {
+							req.Reply(false, nil)
+							continue
+						}
+						req.Reply(true, nil)
+						var payload struct{ Command string }
+						gossh.Unmarshal(req.Payload, &payload)
+						args := strings.Fields(payload.Command)
+						path := strings.Trim(args[len(args)-1], "'")
+						cmd := exec.Command("git-upload-pack", path)
+						cmd.Stdin, cmd.Stdout, cmd.Stderr = ch, ch, ch.Stderr()
+						status := uint32(0)
+						if err := cmd.Run(); err != nil {
+							status = 1
+						}
+						ch.SendRequest("exit-status", false, gossh.Marshal(struct{ Status uint32 }{status}))
+						return
+					}
+				}()
+			}
+		}()
 	}
 }
