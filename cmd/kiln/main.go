@@ -28,7 +28,8 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newBuildCommand(), newImagesCommand(), newDoctorCommand(), newLoginCommand(), newLogoutCommand(), newSourceCommand())
+	root.AddCommand(newBuildCommand(), newImagesCommand(), newDoctorCommand(), newLoginCommand(), newLogoutCommand(),
+		newSourceCommand(), newS2ICommand())
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintf(os.Stderr, "kiln: error: %v\n", err)
 		os.Exit(1)
