@@ -77,8 +77,7 @@ type BuildStrategy struct {
 	// Docker builds a Dockerfile.
 	// +optional
 	Docker *DockerStrategy `json:"dockerStrategy,omitempty"`
-	// Source builds with a Source-to-Image builder image (not served yet: such builds fail
-	// with reason StrategyNotSupported).
+	// Source builds with a Source-to-Image builder image (kiln s2i build).
 	// +optional
 	Source *SourceStrategy `json:"sourceStrategy,omitempty"`
 }

@@ -42,7 +42,7 @@ func newS2ICommand() *cobra.Command {
 // and s2i's own, named as s2i names them.
 type s2iFlags struct {
 	network, format, root, driver, compression, sourceDateEpoch string
-	digestFile, metadataFile                                    string
+	digestFile, metadataFile, resultFile                        string
 	destinations, outputs, cacheFrom, cacheTo                   []string
 	pull, push, quiet, noCache, skipPushCheck, fsync            bool
 	registry                                                    registryFlags
@@ -90,6 +90,7 @@ Dockerfile and its build context instead of building.`,
 			if f.quiet {
 				req.Progress = io.Discard
 			}
+			in.resultFile = f.resultFile
 			err = runS2I(cmd.Context(), in, req)
 			var runErr *executor.RunError
 			if f.quiet && errors.As(err, &runErr) {
@@ -126,6 +127,7 @@ Dockerfile and its build context instead of building.`,
 	fl.BoolVar(&f.skipPushCheck, "skip-push-check", false, "do not check push access to the destinations before building")
 	fl.StringVar(&f.digestFile, "digest-file", "", "write the image digest to this file")
 	fl.StringVar(&f.metadataFile, "metadata-file", "", "write JSON metadata (digest, references, size, config digest) to this file")
+	fl.StringVar(&f.resultFile, "result-file", "", "write the outcome, success or failure, as a kiln.dev BuildResult (JSON) to this file (build pods use /dev/termination-log)")
 	fl.StringVar(&f.root, "root", "", "store directory (default ~/.local/share/kiln)")
 	fl.StringVar(&f.driver, "storage-driver", "", "snapshotter: overlay or copy (default: overlay where it works)")
 	f.registry.register(fl)
@@ -145,6 +147,8 @@ type s2iInputs struct {
 	opts         s2i.Options
 	incremental  bool
 	asDockerfile string
+	// resultFile receives the outcome as a BuildResult (--result-file).
+	resultFile string
 	// notes are reported once the build runs (not before kiln re-executes itself).
 	notes []string
 }
@@ -371,6 +375,11 @@ func runS2I(ctx context.Context, in *s2iInputs, req build.Request) error {
 	}
 	req.ContextDir, req.Dockerfile = plan.ContextDir, plan.Dockerfile
 	res, err := build.Build(ctx, req)
+	if in.resultFile != "" {
+		if werr := writeResult(in.resultFile, req, res, err); werr != nil {
+			fmt.Fprintf(os.Stderr, "kiln: warning: %v\n", werr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%w (the Dockerfile is the one kiln generated: --as-dockerfile FILE writes it out)", err)
 	}

@@ -63,14 +63,20 @@ func PodName(b *kilnv1.Build) string { return b.Name + "-build" }
 // read-only where RUN steps cannot see them (RUN sees only the image's rootfs), and a seccomp
 // profile (Localhost, or RuntimeDefault where nested user namespaces are allowed).
 func BuildPod(b *kilnv1.Build, o PodOptions) (*corev1.Pod, error) {
-	if b.Spec.Strategy.Docker == nil {
-		return nil, fmt.Errorf("the build has no dockerStrategy (sourceStrategy is not served yet)")
+	docker, s2iStrategy := b.Spec.Strategy.Docker, b.Spec.Strategy.Source
+	switch {
+	case docker == nil && s2iStrategy == nil:
+		return nil, fmt.Errorf("the build has no strategy: give dockerStrategy or sourceStrategy")
+	case docker != nil && s2iStrategy != nil:
+		return nil, fmt.Errorf("dockerStrategy and sourceStrategy exclude each other")
+	case s2iStrategy != nil && s2iStrategy.From == "":
+		return nil, fmt.Errorf("sourceStrategy.from (the builder image) is empty")
 	}
 	src := b.Spec.Source
 	if src.Git != nil && src.Binary != nil {
 		return nil, fmt.Errorf("source.git and source.binary exclude each other")
 	}
-	if src.Git == nil && src.Binary == nil && src.Dockerfile == nil {
+	if src.Git == nil && src.Binary == nil && (src.Dockerfile == nil || s2iStrategy != nil) {
 		return nil, fmt.Errorf("the build has no source: give git, binary or dockerfile")
 	}
 	if b.Spec.Output.To == "" {
@@ -114,13 +120,23 @@ func BuildPod(b *kilnv1.Build, o PodOptions) (*corev1.Pod, error) {
 		}
 		fetch.Stdin, fetch.StdinOnce = true, true
 	}
-	if src.Dockerfile != nil {
+	if src.Dockerfile != nil && docker != nil {
 		fetch.Env = append(fetch.Env, corev1.EnvVar{Name: "KILN_DOCKERFILE", Value: *src.Dockerfile})
 		fetch.Args = append(fetch.Args, "--dockerfile-from-env", "KILN_DOCKERFILE",
 			"--dockerfile-path", path.Join(src.ContextDir, dockerfilePath(b)))
 	}
 
-	args, err := buildArgs(b)
+	var args []string
+	var env []corev1.EnvVar
+	var pullSecret *corev1.LocalObjectReference
+	var err error
+	if docker != nil {
+		args, err = buildArgs(b)
+		env, pullSecret = docker.Env, docker.PullSecret
+	} else {
+		args, err = s2iArgs(b)
+		pullSecret = s2iStrategy.PullSecret
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +147,7 @@ func BuildPod(b *kilnv1.Build, o PodOptions) (*corev1.Pod, error) {
 		Env: append([]corev1.EnvVar{
 			{Name: "HOME", Value: storeDir + "/home"},
 			{Name: "TMPDIR", Value: storeDir + "/tmp"},
-		}, b.Spec.Strategy.Docker.Env...),
+		}, env...),
 		VolumeMounts: []corev1.VolumeMount{
 			workspace,
 			{Name: "store", MountPath: storeDir},
@@ -149,7 +165,7 @@ func BuildPod(b *kilnv1.Build, o PodOptions) (*corev1.Pod, error) {
 		build.VolumeMounts = append(build.VolumeMounts, corev1.VolumeMount{Name: "push-secret", MountPath: pushAuthDir, ReadOnly: true})
 		build.Args = append(build.Args, "--authfile", pushAuthDir+"/"+dockerConfig)
 	}
-	if s := b.Spec.Strategy.Docker.PullSecret; s != nil {
+	if s := pullSecret; s != nil {
 		volumes = append(volumes, secretVolume("pull-secret", s.Name))
 		build.VolumeMounts = append(build.VolumeMounts, corev1.VolumeMount{Name: "pull-secret", MountPath: pullAuthDir, ReadOnly: true})
 		build.Env = append(build.Env, corev1.EnvVar{Name: "REGISTRY_AUTH_FILE", Value: pullAuthDir + "/" + dockerConfig})
@@ -159,8 +175,12 @@ func BuildPod(b *kilnv1.Build, o PodOptions) (*corev1.Pod, error) {
 			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: c.PersistentVolumeClaim}}})
 		build.VolumeMounts = append(build.VolumeMounts, corev1.VolumeMount{Name: "cache", MountPath: cacheDir})
 	}
-	// The context directory goes last, as kiln build wants it.
-	build.Args = append(build.Args, path.Join(sourceDir, src.ContextDir))
+	// The context directory goes last, as kiln build wants it; s2i takes SOURCE BUILDER TAG.
+	if docker != nil {
+		build.Args = append(build.Args, path.Join(sourceDir, src.ContextDir))
+	} else {
+		build.Args = append(build.Args, sourceDir, s2iStrategy.From, b.Spec.Output.To)
+	}
 
 	seccomp := &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
 	if o.SeccompProfile != "" {
@@ -256,6 +276,39 @@ func buildArgs(b *kilnv1.Build) ([]string, error) {
 	}
 	args = append(args, cacheArgs(out)...)
 	return args, nil
+}
+
+// s2iArgs are the arguments of kiln s2i build for b, but SOURCE BUILDER TAG.
+func s2iArgs(b *kilnv1.Build) ([]string, error) {
+	st := b.Spec.Strategy.Source
+	out := b.Spec.Output
+	args := []string{"s2i", "build", "--root", storeDir + "/store", "--result-file", resultPath, "--push"}
+	if dir := b.Spec.Source.ContextDir; dir != "" {
+		args = append(args, "--context-dir", dir)
+	}
+	for _, t := range out.AdditionalTags {
+		ref, err := tagRef(out.To, t)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--destination", ref)
+	}
+	for _, e := range st.Env {
+		if e.ValueFrom != nil {
+			return nil, fmt.Errorf("sourceStrategy.env %s: valueFrom is not supported; give a value", e.Name)
+		}
+		args = append(args, "-e", e.Name+"="+e.Value)
+	}
+	if st.Scripts != "" {
+		args = append(args, "--scripts-url", st.Scripts)
+	}
+	if st.Incremental {
+		args = append(args, "--incremental")
+	}
+	if st.ForcePull {
+		args = append(args, "--pull")
+	}
+	return append(args, cacheArgs(out)...), nil
 }
 
 // cacheArgs are the --cache-from and --cache-to flags for out: a PVC directory, a registry

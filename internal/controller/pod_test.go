@@ -197,3 +197,28 @@ func TestPodOutcome(t *testing.T) {
 		}
 	}
 }
+
+func TestBuildPodSourceStrategy(t *testing.T) {
+	b := sampleBuild()
+	b.Spec.Strategy = kilnv1.BuildStrategy{Source: &kilnv1.SourceStrategy{From: "registry.example/s2i/python:3", Incremental: true,
+		Env: []corev1.EnvVar{{Name: "APP_MODE", Value: "prod"}}, PullSecret: &corev1.LocalObjectReference{Name: "pull"}}}
+	pod, err := BuildPod(b, PodOptions{BuilderImage: "kiln"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Join(pod.Spec.Containers[0].Args, " ")
+	for _, want := range []string{"s2i build", "--incremental", "-e APP_MODE=prod", "--context-dir svc", "--push",
+		"--destination registry.example:5000/team/app:latest", "--result-file /dev/termination-log",
+		"/workspace/source registry.example/s2i/python:3 registry.example:5000/team/app:v1"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("s2i args lack %q: %s", want, args)
+		}
+	}
+	if !strings.Contains(fmt.Sprint(pod.Spec.Containers[0].Env), "REGISTRY_AUTH_FILE") {
+		t.Error("the pull secret does not reach the builder")
+	}
+	b.Spec.Strategy.Docker = &kilnv1.DockerStrategy{}
+	if _, err := BuildPod(b, PodOptions{BuilderImage: "kiln"}); err == nil {
+		t.Error("both strategies accepted")
+	}
+}

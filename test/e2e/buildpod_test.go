@@ -3,7 +3,10 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,13 +31,85 @@ func TestBuildPodInPodLikeContainer(t *testing.T) {
 	kilnBuildWorks(t)
 	needRegistry(t)
 	needTool(t, "runc")
+	ref := registryAddr + "/e2e/buildpod:v1"
+	b := &kilnv1.Build{Spec: kilnv1.BuildSpec{CommonSpec: kilnv1.CommonSpec{
+		Source:   kilnv1.BuildSource{Dockerfile: ptr.To("FROM " + registryAddr + "/busybox:latest\nRUN echo built-in-a-build-pod > /proof\n")},
+		Strategy: kilnv1.BuildStrategy{Docker: &kilnv1.DockerStrategy{}},
+		Output:   kilnv1.BuildOutput{To: ref},
+	}}}
+	checkBuildPodResult(t, runBuildPod(t, b), ref)
+}
+
+// TestS2IBuildPodInPodLikeContainer runs the pod of a sourceStrategy Build: the fetch
+// container clones the application from a git smart-HTTP server, and the builder runs
+// kiln s2i build with the builder image of the s2i suite.
+func TestS2IBuildPodInPodLikeContainer(t *testing.T) {
+	kilnBuildWorks(t)
+	needRegistry(t)
+	needTool(t, "runc")
+	builder := registryAddr + "/e2e/s2i-builder:v1"
+	if _, stderr, err := runKiln(t, Root, "build", "-t", builder, "--push", contextFor(t, Root, filepath.Join("testdata", "s2i", "builder"))); err != nil {
+		t.Fatalf("building the s2i builder image: %v\n%s", err, tail(stderr, 20))
+	}
+	uri := gitServer(t, filepath.Join("testdata", "s2i", "source"))
+	ref := registryAddr + "/e2e/s2i-pod:v1"
+	b := &kilnv1.Build{Spec: kilnv1.BuildSpec{CommonSpec: kilnv1.CommonSpec{
+		Source:   kilnv1.BuildSource{Git: &kilnv1.GitSource{URI: uri, Ref: "main"}},
+		Strategy: kilnv1.BuildStrategy{Source: &kilnv1.SourceStrategy{From: builder, Env: []corev1.EnvVar{{Name: "EXTRA", Value: "1"}}}},
+		Output:   kilnv1.BuildOutput{To: ref},
+	}}}
+	checkBuildPodResult(t, runBuildPod(t, b), ref)
+}
+
+// gitServer commits the files of dir into a new repository (branch main) and serves it over
+// git's smart HTTP (git http-backend) on a loopback port; it returns the clone URL.
+func gitServer(t *testing.T, dir string) string {
+	t.Helper()
+	needTool(t, "git")
+	backend := "/usr/lib/git-core/git-http-backend"
+	if _, err := os.Stat(backend); err != nil {
+		t.Fatalf("git http-backend is missing: %v; remedy: apt-get install -y git", err)
+	}
+	root := t.TempDir()
+	repo := filepath.Join(root, "app")
+	if err := os.CopyFS(repo, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"commit", "-q", "-m", "app"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@e", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@e")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	srv := httptest.NewServer(&cgi.Handler{Path: backend, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}})
+	t.Cleanup(srv.Close)
+	return srv.URL + "/app"
+}
+
+// checkBuildPodResult checks a build pod's result against the registry.
+func checkBuildPodResult(t *testing.T, res kilnv1.BuildResult, ref string) {
+	t.Helper()
+	if res.Reason != "" || res.Image != ref || !strings.HasPrefix(res.Digest, "sha256:") {
+		t.Fatalf("result %+v", res)
+	}
+	digest := strings.TrimSpace(mustRun(t, Root, "skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://"+ref))
+	if digest != res.Digest {
+		t.Errorf("the registry has %s for %s, the build pod reported %s", digest, ref, res.Digest)
+	}
+}
+
+// runBuildPod renders the pod of b as the controller does and runs its containers in order in
+// a pod-like container, returning the builder's termination message.
+func runBuildPod(t *testing.T, b *kilnv1.Build) kilnv1.BuildResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	root, err := repoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	// The builder image, as `make images` builds it.
 	imgCtx := t.TempDir()
 	for src, dst := range map[string]string{
@@ -61,13 +136,6 @@ func TestBuildPodInPodLikeContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The pod the controller renders for a build of an inline Dockerfile.
-	ref := registryAddr + "/e2e/buildpod:v1"
-	b := &kilnv1.Build{Spec: kilnv1.BuildSpec{CommonSpec: kilnv1.CommonSpec{
-		Source:   kilnv1.BuildSource{Dockerfile: ptr.To("FROM " + registryAddr + "/busybox:latest\nRUN echo built-in-a-build-pod > /proof\n")},
-		Strategy: kilnv1.BuildStrategy{Docker: &kilnv1.DockerStrategy{}},
-		Output:   kilnv1.BuildOutput{To: ref},
-	}}}
 	b.Name, b.Namespace = "app-1", "ci"
 	pod, err := controller.BuildPod(b, controller.PodOptions{BuilderImage: "kiln", SeccompProfile: "kiln/kiln-seccomp.json"})
 	if err != nil {
@@ -148,11 +216,5 @@ func TestBuildPodInPodLikeContainer(t *testing.T) {
 	if err := json.Unmarshal(data, &res); err != nil {
 		t.Fatalf("the termination message is not a BuildResult: %v\n%s", err, data)
 	}
-	if res.Reason != "" || res.Image != ref || !strings.HasPrefix(res.Digest, "sha256:") {
-		t.Fatalf("result %+v", res)
-	}
-	digest := strings.TrimSpace(mustRun(t, Root, "skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", "docker://"+ref))
-	if digest != res.Digest {
-		t.Errorf("the registry has %s for %s, the build pod reported %s", digest, ref, res.Digest)
-	}
+	return res
 }
