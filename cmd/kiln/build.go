@@ -5,29 +5,25 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/build"
-	"github.com/kiln-build/kiln/internal/cache"
 	"github.com/kiln-build/kiln/internal/executor"
-	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/sandbox"
 	"github.com/kiln-build/kiln/internal/solver"
 )
 
 // buildFlags are the flags of `kiln build`, named as docker build and buildah bud name them.
 type buildFlags struct {
-	file, target, platform, network, format, root, driver   string
-	digestFile, metadataFile, compression, sourceDateEpoch  string
-	resultFile                                              string
-	tags, destinations, buildArgs, labels, outputs, secrets []string
-	cacheFrom, cacheTo, noCacheFilter                       []string
-	pull, push, quiet, fsync, noCache, skipPushCheck        bool
-	registry                                                registryFlags
+	commonFlags
+	file, target, platform, driver                   string
+	digestFile, metadataFile, resultFile             string
+	tags, destinations, buildArgs, labels            []string
+	secrets, noCacheFilter                           []string
+	pull, push, quiet, fsync, noCache, skipPushCheck bool
 }
 
 func newBuildCommand() *cobra.Command {
@@ -120,41 +116,10 @@ func (f *buildFlags) request(contextDir string) (build.Request, error) {
 		DigestFile: f.digestFile, MetadataFile: f.metadataFile, StoreRoot: f.root,
 		StorageDriver: f.driver, Fsync: f.fsync, Destinations: f.destinations, SkipPushCheck: f.skipPushCheck,
 	}
-	if req.Registry, err = f.registry.options(); err != nil {
+	if err := f.apply(&req); err != nil {
 		return req, err
 	}
 	req.NoCacheFilter = f.noCacheFilter
-	for _, v := range f.cacheFrom {
-		spec, err := cache.ParseSpec(v, false)
-		if err != nil {
-			return req, err
-		}
-		req.CacheFrom = append(req.CacheFrom, spec)
-	}
-	for _, v := range f.cacheTo {
-		spec, err := cache.ParseSpec(v, true)
-		if err != nil {
-			return req, err
-		}
-		req.CacheTo = append(req.CacheTo, spec)
-	}
-	if req.StoreRoot == "" {
-		req.StoreRoot = build.DefaultStoreRoot()
-	}
-	if req.Format, err = image.ParseFormat(f.format); err != nil {
-		return req, err
-	}
-	switch image.Compression(f.compression) {
-	case image.Gzip, image.Zstd:
-		req.Compression = image.Compression(f.compression)
-	default:
-		return req, fmt.Errorf("--compression %s: use gzip or zstd", f.compression)
-	}
-	switch f.network {
-	case "host", "none":
-	default:
-		return req, fmt.Errorf("--network %s: use host or none", f.network)
-	}
 	if f.platform != "" && f.platform != "linux/"+hostArch() {
 		return req, fmt.Errorf("--platform %s: kiln builds only for the host platform linux/%s", f.platform, hostArch())
 	}
@@ -166,21 +131,6 @@ func (f *buildFlags) request(contextDir string) (build.Request, error) {
 	}
 	if req.Secrets, err = parseSecrets(f.secrets); err != nil {
 		return req, err
-	}
-	for _, o := range f.outputs {
-		out, err := build.ParseOutput(o)
-		if err != nil {
-			return req, err
-		}
-		req.Outputs = append(req.Outputs, out)
-	}
-	if f.sourceDateEpoch != "" {
-		sec, err := strconv.ParseInt(f.sourceDateEpoch, 10, 64)
-		if err != nil || sec < 0 {
-			return req, fmt.Errorf("--source-date-epoch %q: give seconds since 1970", f.sourceDateEpoch)
-		}
-		t := time.Unix(sec, 0).UTC()
-		req.SourceDateEpoch = &t
 	}
 	return req, nil
 }

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,9 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kiln-build/kiln/internal/build"
-	"github.com/kiln-build/kiln/internal/cache"
 	"github.com/kiln-build/kiln/internal/executor"
-	"github.com/kiln-build/kiln/internal/image"
 	"github.com/kiln-build/kiln/internal/registry"
 	"github.com/kiln-build/kiln/internal/s2i"
 	"github.com/kiln-build/kiln/internal/sandbox"
@@ -41,11 +38,10 @@ func newS2ICommand() *cobra.Command {
 // s2iFlags are the flags of `kiln s2i build`: those it shares with `kiln build`, named alike,
 // and s2i's own, named as s2i names them.
 type s2iFlags struct {
-	network, format, root, driver, compression, sourceDateEpoch string
-	digestFile, metadataFile, resultFile                        string
-	destinations, outputs, cacheFrom, cacheTo                   []string
-	pull, push, quiet, noCache, skipPushCheck, fsync            bool
-	registry                                                    registryFlags
+	commonFlags
+	driver, digestFile, metadataFile, resultFile     string
+	destinations                                     []string
+	pull, push, quiet, noCache, skipPushCheck, fsync bool
 
 	env, injections, runtimeArtifacts                      []string
 	envFile, scriptsURL, assembleUser, contextDir, exclude string
@@ -255,55 +251,8 @@ func (f *s2iFlags) request(tag string) (build.Request, error) {
 	if tag != "" {
 		req.Tags = []string{tag}
 	}
-	var err error
-	if req.Registry, err = f.registry.options(); err != nil {
+	if err := f.apply(&req); err != nil {
 		return req, err
-	}
-	for _, v := range f.cacheFrom {
-		spec, err := cache.ParseSpec(v, false)
-		if err != nil {
-			return req, err
-		}
-		req.CacheFrom = append(req.CacheFrom, spec)
-	}
-	for _, v := range f.cacheTo {
-		spec, err := cache.ParseSpec(v, true)
-		if err != nil {
-			return req, err
-		}
-		req.CacheTo = append(req.CacheTo, spec)
-	}
-	if req.StoreRoot == "" {
-		req.StoreRoot = build.DefaultStoreRoot()
-	}
-	if req.Format, err = image.ParseFormat(f.format); err != nil {
-		return req, err
-	}
-	switch image.Compression(f.compression) {
-	case image.Gzip, image.Zstd:
-		req.Compression = image.Compression(f.compression)
-	default:
-		return req, fmt.Errorf("--compression %s: use gzip or zstd", f.compression)
-	}
-	switch f.network {
-	case "host", "none":
-	default:
-		return req, fmt.Errorf("--network %s: use host or none", f.network)
-	}
-	for _, o := range f.outputs {
-		out, err := build.ParseOutput(o)
-		if err != nil {
-			return req, err
-		}
-		req.Outputs = append(req.Outputs, out)
-	}
-	if f.sourceDateEpoch != "" {
-		sec, err := strconv.ParseInt(f.sourceDateEpoch, 10, 64)
-		if err != nil || sec < 0 {
-			return req, fmt.Errorf("--source-date-epoch %q: give seconds since 1970", f.sourceDateEpoch)
-		}
-		t := time.Unix(sec, 0).UTC()
-		req.SourceDateEpoch = &t
 	}
 	if req.Push && len(req.Tags) == 0 && len(req.Destinations) == 0 {
 		return req, errors.New("--push needs a TAG to push to")

@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/kiln-build/kiln/internal/build"
+	"github.com/kiln-build/kiln/internal/cache"
+	"github.com/kiln-build/kiln/internal/image"
+)
+
+// commonFlags are the flags kiln build and kiln s2i build share, named alike: where the image
+// goes and how, the cache, the store, and how registries are reached.
+type commonFlags struct {
+	network, format, root, compression, sourceDateEpoch string
+	outputs, cacheFrom, cacheTo                         []string
+	registry                                            registryFlags
+}
+
+// apply checks the shared flags and sets them in req.
+func (c *commonFlags) apply(req *build.Request) error {
+	var err error
+	if req.Registry, err = c.registry.options(); err != nil {
+		return err
+	}
+	for _, v := range c.cacheFrom {
+		spec, err := cache.ParseSpec(v, false)
+		if err != nil {
+			return err
+		}
+		req.CacheFrom = append(req.CacheFrom, spec)
+	}
+	for _, v := range c.cacheTo {
+		spec, err := cache.ParseSpec(v, true)
+		if err != nil {
+			return err
+		}
+		req.CacheTo = append(req.CacheTo, spec)
+	}
+	req.StoreRoot = c.root
+	if req.StoreRoot == "" {
+		req.StoreRoot = build.DefaultStoreRoot()
+	}
+	if req.Format, err = image.ParseFormat(c.format); err != nil {
+		return err
+	}
+	switch image.Compression(c.compression) {
+	case image.Gzip, image.Zstd:
+		req.Compression = image.Compression(c.compression)
+	default:
+		return fmt.Errorf("--compression %s: use gzip or zstd", c.compression)
+	}
+	switch c.network {
+	case "host", "none":
+		req.Network = c.network
+	default:
+		return fmt.Errorf("--network %s: use host or none", c.network)
+	}
+	for _, o := range c.outputs {
+		out, err := build.ParseOutput(o)
+		if err != nil {
+			return err
+		}
+		req.Outputs = append(req.Outputs, out)
+	}
+	if c.sourceDateEpoch != "" {
+		sec, err := strconv.ParseInt(c.sourceDateEpoch, 10, 64)
+		if err != nil || sec < 0 {
+			return fmt.Errorf("--source-date-epoch %q: give seconds since 1970", c.sourceDateEpoch)
+		}
+		t := time.Unix(sec, 0).UTC()
+		req.SourceDateEpoch = &t
+	}
+	return nil
+}
