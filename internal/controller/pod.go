@@ -252,19 +252,16 @@ func buildArgs(b *kilnv1.Build) ([]string, error) {
 	args := []string{"build", "--root", storeDir + "/store", "--result-file", resultPath,
 		"-f", path.Join(sourceDir, b.Spec.Source.ContextDir, dockerfilePath(b)),
 		"--destination", out.To}
-	for _, t := range out.AdditionalTags {
-		ref, err := tagRef(out.To, t)
-		if err != nil {
-			return nil, err
-		}
-		args = append(args, "--destination", ref)
+	dests, err := additionalDestinations(out)
+	if err != nil {
+		return nil, err
 	}
-	for _, a := range d.BuildArgs {
-		if a.ValueFrom != nil {
-			return nil, fmt.Errorf("buildArgs %s: valueFrom is not supported; give a value", a.Name)
-		}
-		args = append(args, "--build-arg", a.Name+"="+a.Value)
+	args = append(args, dests...)
+	buildArgs, err := keyValueArgs("--build-arg", "buildArgs", d.BuildArgs)
+	if err != nil {
+		return nil, err
 	}
+	args = append(args, buildArgs...)
 	if d.Target != "" {
 		args = append(args, "--target", d.Target)
 	}
@@ -278,6 +275,31 @@ func buildArgs(b *kilnv1.Build) ([]string, error) {
 	return args, nil
 }
 
+// additionalDestinations are --destination flags for out's additional tags.
+func additionalDestinations(out kilnv1.BuildOutput) ([]string, error) {
+	var args []string
+	for _, t := range out.AdditionalTags {
+		ref, err := tagRef(out.To, t)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, "--destination", ref)
+	}
+	return args, nil
+}
+
+// keyValueArgs turns variables into flag NAME=VALUE pairs; field names them in errors.
+func keyValueArgs(flag, field string, vars []corev1.EnvVar) ([]string, error) {
+	var args []string
+	for _, v := range vars {
+		if v.ValueFrom != nil {
+			return nil, fmt.Errorf("%s %s: valueFrom is not supported; give a value", field, v.Name)
+		}
+		args = append(args, flag, v.Name+"="+v.Value)
+	}
+	return args, nil
+}
+
 // s2iArgs are the arguments of kiln s2i build for b, but SOURCE BUILDER TAG.
 func s2iArgs(b *kilnv1.Build) ([]string, error) {
 	st := b.Spec.Strategy.Source
@@ -286,19 +308,16 @@ func s2iArgs(b *kilnv1.Build) ([]string, error) {
 	if dir := b.Spec.Source.ContextDir; dir != "" {
 		args = append(args, "--context-dir", dir)
 	}
-	for _, t := range out.AdditionalTags {
-		ref, err := tagRef(out.To, t)
-		if err != nil {
-			return nil, err
-		}
-		args = append(args, "--destination", ref)
+	dests, err := additionalDestinations(out)
+	if err != nil {
+		return nil, err
 	}
-	for _, e := range st.Env {
-		if e.ValueFrom != nil {
-			return nil, fmt.Errorf("sourceStrategy.env %s: valueFrom is not supported; give a value", e.Name)
-		}
-		args = append(args, "-e", e.Name+"="+e.Value)
+	args = append(args, dests...)
+	env, err := keyValueArgs("-e", "sourceStrategy.env", st.Env)
+	if err != nil {
+		return nil, err
 	}
+	args = append(args, env...)
 	if st.Scripts != "" {
 		args = append(args, "--scripts-url", st.Scripts)
 	}
