@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/kiln-build/kiln/internal/build"
 	"github.com/kiln-build/kiln/internal/cache"
@@ -16,6 +19,18 @@ type commonFlags struct {
 	network, format, root, compression, sourceDateEpoch string
 	outputs, cacheFrom, cacheTo                         []string
 	registry                                            registryFlags
+}
+
+// register adds the shared flags to fl, but --network, whose help says what it applies to.
+func (c *commonFlags) register(fl *pflag.FlagSet) {
+	fl.StringArrayVar(&c.cacheFrom, "cache-from", nil, "import a build cache: type=registry,ref=REPO or type=local,src=DIR (repeatable)")
+	fl.StringArrayVar(&c.cacheTo, "cache-to", nil, "export the build cache: type=registry,ref=REPO or type=local,dest=DIR, with mode=min|max (repeatable)")
+	fl.StringVar(&c.format, "format", "oci", "image format: oci or docker")
+	fl.StringArrayVarP(&c.outputs, "output", "o", nil, "also write the image: type=oci,dest=DIR|FILE.tar or type=docker,dest=FILE.tar")
+	fl.StringVar(&c.root, "root", "", "store directory (default ~/.local/share/kiln)")
+	fl.StringVar(&c.compression, "compression", "gzip", "layer compression: gzip or zstd (zstd needs --format oci)")
+	fl.StringVar(&c.sourceDateEpoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "unix time for created times and clamped file mtimes (default $SOURCE_DATE_EPOCH)")
+	c.registry.register(fl)
 }
 
 // apply checks the shared flags and sets them in req.
