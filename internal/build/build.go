@@ -182,7 +182,7 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	snap, err := snapshot.New(snapRoot, req.StorageDriver)
+	snap, err := snapshot.New(snapRoot, req.StorageDriver, snapshot.Options{Durable: req.Fsync})
 	if err != nil {
 		return nil, fmt.Errorf("setting up the %q storage driver in %s: %w", req.StorageDriver, st.Root(), err)
 	}

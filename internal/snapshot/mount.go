@@ -18,20 +18,25 @@ func overlayFlags() [][2]string {
 	return [][2]string{{"index", "off"}, {"metacopy", "off"}, {"redirect_dir", "nofollow"}, {"xino", "off"}}
 }
 
+// mountFlags are the per-snapshotter overlay options.
+type mountFlags struct {
+	volatile bool // mount with "volatile" where the kernel knows it (5.10+)
+}
+
 // mountOverlay mounts an overlay of lowers (bottom first) with upper and work on target. It
 // uses the new mount API, one lowerdir+ per layer (kernel 6.8+), so the stack is not bounded
 // by the one page of mount(2)'s data; on older kernels it falls back to mount(2).
-func mountOverlay(lowers []string, upper, work, target string) error {
-	err := fsmountOverlay(lowers, upper, work, target)
+func mountOverlay(lowers []string, upper, work, target string, flags mountFlags) error {
+	err := fsmountOverlay(lowers, upper, work, target, flags)
 	if errors.Is(err, unix.ENOSYS) || errors.Is(err, errNoLowerdirPlus) {
-		return legacyMountOverlay(lowers, upper, work, target)
+		return legacyMountOverlay(lowers, upper, work, target, flags)
 	}
 	return err
 }
 
 var errNoLowerdirPlus = errors.New("kernel lacks overlay lowerdir+")
 
-func fsmountOverlay(lowers []string, upper, work, target string) error {
+func fsmountOverlay(lowers []string, upper, work, target string, flags mountFlags) error {
 	fsfd, err := unix.Fsopen("overlay", unix.FSOPEN_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("fsopen overlay: %w", err)
@@ -68,6 +73,10 @@ func fsmountOverlay(lowers []string, upper, work, target string) error {
 			return err
 		}
 	}
+	// A kernel without "volatile" refuses the flag (EINVAL); the mount then syncs as usual.
+	if flags.volatile {
+		_ = unix.FsconfigSetFlag(fsfd, "volatile")
+	}
 	if err := unix.FsconfigCreate(fsfd); err != nil {
 		return fmt.Errorf("creating overlay (upper %s): %w", upper, err)
 	}
@@ -84,7 +93,7 @@ func fsmountOverlay(lowers []string, upper, work, target string) error {
 
 // legacyMountOverlay mounts with mount(2), for kernels before 6.8; its data must fit in one
 // page, which bounds how many lowers it can stack.
-func legacyMountOverlay(lowers []string, upper, work, target string) error {
+func legacyMountOverlay(lowers []string, upper, work, target string, flags mountFlags) error {
 	escaped := make([]string, len(lowers))
 	for i := range lowers {
 		escaped[len(lowers)-1-i] = escapeOverlayPath(lowers[i]) // topmost first
@@ -97,6 +106,12 @@ func legacyMountOverlay(lowers []string, upper, work, target string) error {
 	data := strings.Join(opts, ",")
 	if len(data) >= os.Getpagesize() {
 		return fmt.Errorf("overlay of %d lowers: mount options exceed a page (%d bytes) and this kernel lacks lowerdir+ (6.8+)", len(lowers), len(data))
+	}
+	if flags.volatile {
+		if err := unix.Mount("kiln", target, "overlay", 0, data+",volatile"); err == nil {
+			return nil
+		}
+		// Before 5.10 the option is unknown: mount without it.
 	}
 	if err := unix.Mount("kiln", target, "overlay", 0, data); err != nil {
 		return fmt.Errorf("mounting overlay at %s: %w", target, err)

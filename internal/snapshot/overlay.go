@@ -17,24 +17,26 @@ import (
 // upper/ (the diff, in overlay format), work/ (overlayfs's scratch space), merged/ (the
 // mount point) and, for an empty stack, empty/ (the single lower overlayfs requires).
 type overlay struct {
-	root string
+	root  string
+	flags mountFlags
 }
 
 // NewOverlay returns the overlayfs snapshotter working under root (<store>/snapshots), which
 // it creates. It mounts a tiny test overlay there first, deletes a lower file through it and
 // checks the whiteout reached the upper dir; when that fails the error wraps ErrUnsupported.
-func NewOverlay(root string) (Snapshotter, error) {
+func NewOverlay(root string, opts Options) (Snapshotter, error) {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("creating snapshot root %s: %w", root, err)
 	}
-	if err := checkOverlay(root); err != nil {
+	flags := mountFlags{volatile: !opts.Durable}
+	if err := checkOverlay(root, flags); err != nil {
 		return nil, fmt.Errorf("overlayfs at %s: %w: %v", root, ErrUnsupported, err)
 	}
-	return &overlay{root: root}, nil
+	return &overlay{root: root, flags: flags}, nil
 }
 
 // checkOverlay mounts a test overlay under root and exercises copy-up and whiteouts.
-func checkOverlay(root string) error {
+func checkOverlay(root string, flags mountFlags) error {
 	dir, err := os.MkdirTemp(root, "check-")
 	if err != nil {
 		return err
@@ -47,7 +49,7 @@ func checkOverlay(root string) error {
 	if err := os.WriteFile(filepath.Join(lower, "d", "f"), []byte("x"), 0o644); err != nil {
 		return err
 	}
-	a, err := prepareOverlayDir(dir, []string{lower})
+	a, err := prepareOverlayDir(dir, []string{lower}, flags)
 	if err != nil {
 		return err
 	}
@@ -76,7 +78,7 @@ func (o *overlay) Prepare(ctx context.Context, lowers []string) (Active, error) 
 	if err != nil {
 		return nil, fmt.Errorf("creating overlay snapshot in %s: %w", o.root, err)
 	}
-	a, err := prepareOverlayDir(dir, lowers)
+	a, err := prepareOverlayDir(dir, lowers, o.flags)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("preparing overlay snapshot over %d lowers: %w", len(lowers), err)
@@ -85,7 +87,7 @@ func (o *overlay) Prepare(ctx context.Context, lowers []string) (Active, error) 
 }
 
 // prepareOverlayDir creates upper, work and merged in dir and mounts lowers there.
-func prepareOverlayDir(dir string, lowers []string) (*overlayActive, error) {
+func prepareOverlayDir(dir string, lowers []string, flags mountFlags) (*overlayActive, error) {
 	a := &overlayActive{dir: dir}
 	for _, sub := range []string{"upper", "work", "merged"} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o755); err != nil {
@@ -107,7 +109,7 @@ func prepareOverlayDir(dir string, lowers []string) (*overlayActive, error) {
 		}
 		abs[i] = p
 	}
-	if err := mountOverlay(abs, a.upper(), filepath.Join(dir, "work"), a.Root()); err != nil {
+	if err := mountOverlay(abs, a.upper(), filepath.Join(dir, "work"), a.Root(), flags); err != nil {
 		return nil, err
 	}
 	a.lowers = abs

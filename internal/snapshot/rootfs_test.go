@@ -74,7 +74,7 @@ func TestRealRootfsDrivers(t *testing.T) {
 	// The two express "rm -rf etc/apt && mkdir etc/apt" differently (opaque dir versus one
 	// whiteout per deleted child); compare what each layer does instead of its bytes.
 	for _, name := range []string{"overlay", "copy"} {
-		a, err := NewOverlay(filepath.Join(store, "check-"+name))
+		a, err := NewOverlay(filepath.Join(store, "check-"+name), Options{})
 		must(t, err)
 		view, err := a.Prepare(ctx, []string{base, filepath.Join(store, "layers", name)})
 		must(t, err)

@@ -24,7 +24,11 @@ func drivers() []struct {
 	return []struct {
 		name string
 		new  func(root string) (Snapshotter, error)
-	}{{"overlay", NewOverlay}, {"copy", NewCopy}}
+	}{
+		{"overlay", func(root string) (Snapshotter, error) { return NewOverlay(root, Options{}) }},
+		{"overlay-durable", func(root string) (Snapshotter, error) { return NewOverlay(root, Options{Durable: true}) }},
+		{"copy", NewCopy},
+	}
 }
 
 // fsT wraps the file operations tests make, failing the test on error.

@@ -94,17 +94,17 @@ func TestEmptyAndLifecycle(t *testing.T) {
 // NewOverlay must say ErrUnsupported and New must fall back to copying.
 func TestOverlayUnsupported(t *testing.T) {
 	ctx := context.Background()
-	s, err := NewOverlay(filepath.Join(t.TempDir(), "snapshots"))
+	s, err := NewOverlay(filepath.Join(t.TempDir(), "snapshots"), Options{})
 	must(t, err)
 	outer, err := s.Prepare(ctx, nil)
 	must(t, err)
 	defer outer.Release()
 	nested := filepath.Join(outer.Root(), "store", "snapshots")
-	_, err = NewOverlay(nested)
+	_, err = NewOverlay(nested, Options{})
 	if !errors.Is(err, ErrUnsupported) {
 		t.Fatalf("NewOverlay on overlayfs: %v, want ErrUnsupported", err)
 	}
-	auto, err := New(nested, DriverAuto)
+	auto, err := New(nested, DriverAuto, Options{})
 	must(t, err)
 	if _, ok := auto.(*copySnapshotter); !ok {
 		t.Errorf("New(auto) on overlayfs gave %T, want the copy snapshotter", auto)
@@ -114,10 +114,10 @@ func TestOverlayUnsupported(t *testing.T) {
 	fsT{t, a.Root()}.write("x", "y", 0o644)
 	var buf bytes.Buffer
 	must(t, a.Commit(ctx, &buf, filepath.Join(outer.Root(), "store", "layer"), archive.WriteOptions{}))
-	if _, err := New(nested, "zfs"); err == nil {
+	if _, err := New(nested, "zfs", Options{}); err == nil {
 		t.Error("unknown driver accepted")
 	}
-	good, err := New(filepath.Join(t.TempDir(), "snapshots"), DriverAuto)
+	good, err := New(filepath.Join(t.TempDir(), "snapshots"), DriverAuto, Options{})
 	must(t, err)
 	if _, ok := good.(*overlay); !ok {
 		t.Errorf("New(auto) where overlay works gave %T", good)
@@ -139,7 +139,7 @@ func TestLegacyMount(t *testing.T) {
 		must(t, os.Mkdir(filepath.Join(dir, sub), 0o755))
 	}
 	merged := filepath.Join(dir, "merged")
-	must(t, legacyMountOverlay(lowers, filepath.Join(dir, "upper"), filepath.Join(dir, "work"), merged))
+	must(t, legacyMountOverlay(lowers, filepath.Join(dir, "upper"), filepath.Join(dir, "work"), merged, mountFlags{volatile: true}))
 	defer unix.Unmount(merged, 0)
 	fsT{t, merged}.content("f", `top\slash`)
 
@@ -147,7 +147,7 @@ func TestLegacyMount(t *testing.T) {
 	for i := range many {
 		many[i] = filepath.Join(dir, fmt.Sprintf("layer-%03d-%s", i, strings.Repeat("x", 20)))
 	}
-	err := legacyMountOverlay(many, filepath.Join(dir, "upper"), filepath.Join(dir, "work"), merged)
+	err := legacyMountOverlay(many, filepath.Join(dir, "upper"), filepath.Join(dir, "work"), merged, mountFlags{})
 	if err == nil || !strings.Contains(err.Error(), "exceed a page") {
 		t.Errorf("200 long lowers through mount(2): %v, want the one-page error", err)
 	}
