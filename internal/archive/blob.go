@@ -3,6 +3,7 @@ package archive
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -21,16 +22,22 @@ const (
 
 // BlobWriter compresses an uncompressed layer tar written to it into an underlying writer and
 // hashes both sides as the bytes pass: once closed it knows the blob's digest and size and the
-// layer's diffID and uncompressed size. It never holds a layer in memory.
+// layer's diffID and uncompressed size. It never holds a layer in memory: writes go through a
+// blockPipe to a goroutine that compresses, so the caller reading files and the compressor
+// work at the same time.
 type BlobWriter struct {
 	raw        *hashCounter   // uncompressed side
 	compressed *hashCounter   // what reaches the underlying writer
 	enc        io.WriteCloser // compressor writing into compressed; nil for "none"
+	pipe       *blockPipe
+	done       chan struct{} // closed when the compressor goroutine has ended
+	err        error         // the compressor's error, read after done
 	closed     bool
 }
 
 // NewBlobWriter returns a BlobWriter compressing with compression ("gzip", "zstd" or "none";
-// "" means gzip) into w. Close must be called to flush the compressor; it does not close w.
+// "" means gzip) into w. Close must be called to flush the compressor and end its goroutine;
+// it does not close w.
 func NewBlobWriter(w io.Writer, compression string) (*BlobWriter, error) {
 	b := &BlobWriter{raw: newHashCounter(io.Discard), compressed: newHashCounter(w)}
 	switch compression {
@@ -46,35 +53,58 @@ func NewBlobWriter(w io.Writer, compression string) (*BlobWriter, error) {
 	default:
 		return nil, fmt.Errorf("unknown layer compression %q (want gzip, zstd or none)", compression)
 	}
+	b.pipe = newBlockPipe()
+	b.done = make(chan struct{})
+	go b.compress()
 	return b, nil
 }
 
-// Write hashes p as layer content and passes it to the compressor.
+// compress is the goroutine that feeds the pipe's blocks to the compressor (or straight to
+// the underlying writer) and flushes the compressor at the end of the stream.
+func (b *BlobWriter) compress() {
+	defer close(b.done)
+	defer b.pipe.CloseRead() // on an error, the writer's next write fails
+	out := io.Writer(b.compressed)
+	if b.enc != nil {
+		out = b.enc
+	}
+	if _, err := io.Copy(out, onlyReader{b.pipe}); err != nil {
+		b.err = err
+		return
+	}
+	if b.enc != nil {
+		if err := b.enc.Close(); err != nil {
+			b.err = fmt.Errorf("finishing layer compression: %w", err)
+		}
+	}
+}
+
+// onlyReader hides every method of a reader but Read, so io.Copy uses its own loop.
+type onlyReader struct{ io.Reader }
+
+// Write hashes p as layer content and queues it for the compressor. It fails once the
+// compressor has failed.
 func (b *BlobWriter) Write(p []byte) (int, error) {
 	if b.closed {
 		return 0, fmt.Errorf("writing to a closed blob writer")
 	}
-	if _, err := b.raw.Write(p); err != nil {
-		return 0, err
+	b.raw.Write(p) // a hash and a counter never fail
+	n, err := b.pipe.Write(p)
+	if errors.Is(err, errPipeReaderGone) {
+		<-b.done
+		err = fmt.Errorf("compressing layer: %w", b.err)
 	}
-	if b.enc == nil {
-		return b.compressed.Write(p)
-	}
-	return b.enc.Write(p)
+	return n, err
 }
 
-// Close flushes the compressor. The digests are valid after it returns nil.
+// Close flushes the compressor and waits for it. The digests are valid after it returns nil.
 func (b *BlobWriter) Close() error {
-	if b.closed {
-		return nil
+	if !b.closed {
+		b.closed = true
+		b.pipe.CloseWrite(nil)
+		<-b.done
 	}
-	b.closed = true
-	if b.enc != nil {
-		if err := b.enc.Close(); err != nil {
-			return fmt.Errorf("finishing layer compression: %w", err)
-		}
-	}
-	return nil
+	return b.err
 }
 
 // Digest is the digest of the compressed blob (what a manifest names).

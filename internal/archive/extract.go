@@ -104,6 +104,7 @@ type extractor struct {
 	dirs []*tar.Header // directories whose times are set once all entries are written
 	// devices are the device nodes skipped, reported in one warning at the end.
 	devices []string
+	buf     []byte // file content on its way to disk
 }
 
 func (x *extractor) warnf(format string, args ...any) {
@@ -156,7 +157,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		if err := unix.Mknodat(pfd, base, unix.S_IFIFO|0o600, 0); err != nil {
 			return fmt.Errorf("creating fifo: %w", err)
 		}
-		return x.meta(pfd, base, hdr, true)
+		return x.meta(at(pfd, base), hdr, true)
 	case tar.TypeChar, tar.TypeBlock:
 		x.devices = append(x.devices, strings.TrimPrefix(path.Clean("/"+hdr.Name), "/"))
 		return nil
@@ -238,26 +239,52 @@ func (x *extractor) dir(pfd int, base string, hdr *tar.Header) error {
 		}
 	}
 	x.dirs = append(x.dirs, hdr)
-	return x.meta(pfd, base, hdr, false)
+	return x.meta(at(pfd, base), hdr, false)
 }
 
 func (x *extractor) file(pfd int, base string, hdr *tar.Header, r io.Reader) error {
-	if err := replace(pfd, base, false); err != nil {
-		return err
+	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(pfd, base, flags, 0o600)
+	if errors.Is(err, unix.EEXIST) { // an earlier layer or entry holds the name
+		if err := replace(pfd, base, false); err != nil {
+			return err
+		}
+		fd, err = unix.Openat(pfd, base, flags, 0o600)
 	}
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("creating file: %w", err)
 	}
-	f := fdFile(fd, base)
-	_, err = io.Copy(f, r)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	defer unix.Close(fd)
+	if err := x.copyContent(fd, r); err != nil {
 		return fmt.Errorf("writing file content: %w", err)
 	}
-	return x.meta(pfd, base, hdr, true)
+	return x.meta(node{fd: fd}, hdr, true)
+}
+
+// copyContent writes everything r holds to the file fd through the extractor's one buffer.
+func (x *extractor) copyContent(fd int, r io.Reader) error {
+	if x.buf == nil {
+		x.buf = make([]byte, 128<<10)
+	}
+	for {
+		n, rerr := r.Read(x.buf)
+		for b := x.buf[:n]; len(b) > 0; {
+			k, err := unix.Write(fd, b)
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			b = b[k:]
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
 }
 
 func (x *extractor) symlink(pfd int, base string, hdr *tar.Header) error {
@@ -267,7 +294,7 @@ func (x *extractor) symlink(pfd int, base string, hdr *tar.Header) error {
 	if err := unix.Symlinkat(hdr.Linkname, pfd, base); err != nil {
 		return fmt.Errorf("creating symlink to %q: %w", hdr.Linkname, err)
 	}
-	return x.meta(pfd, base, hdr, true)
+	return x.meta(at(pfd, base), hdr, true)
 }
 
 // hardlink links base to the entry named by hdr.Linkname, which is resolved inside the root

@@ -258,7 +258,7 @@ func TestExtractMetadata(t *testing.T) {
 	if a.Ino != b.Ino {
 		t.Error("hard link not preserved")
 	}
-	if v, err := getXattr(filepath.Join(dir, "x"), "user.kiln"); err != nil || v != "hello" {
+	if v, err := getXattr(pathXattrs(filepath.Join(dir, "x")), "user.kiln"); err != nil || v != "hello" {
 		t.Errorf("user.kiln = %q, %v", v, err)
 	}
 	if ok, _ := hasXattr(filepath.Join(dir, "x"), OpaqueXattr); ok {

@@ -60,6 +60,7 @@ type differ struct {
 	tw    *tar.Writer
 	opts  WriteOptions
 	links map[inode]string // first tar name of each multiply-linked inode
+	buf   []byte           // file content on its way to tw
 }
 
 // child is one directory entry with its lstat result and its name in the tar.
@@ -92,27 +93,17 @@ func (d *differ) walk(ctx context.Context, dirfd int, shown, rel string) error {
 			}
 			continue
 		}
-		p := filepath.Join(shown, c.name)
-		if err := d.entry(dirfd, c.name, name, &c.st); err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-		if c.st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			if err := d.subdir(ctx, dirfd, c.name, p, name); err != nil {
-				return err
-			}
+		if err := d.entry(ctx, dirfd, c.name, name, filepath.Join(shown, c.name), &c.st); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// subdir writes the opaque marker, if any, and the children of the directory name in dirfd.
-func (d *differ) subdir(ctx context.Context, dirfd int, name, shown, tarName string) error {
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("opening %s: %w", shown, err)
-	}
-	defer unix.Close(fd)
-	opaque, err := isOpaque(fdPath(fd, "."))
+// subdir writes the opaque marker, if any, and the children of the directory open as fd,
+// whose tar name is tarName.
+func (d *differ) subdir(ctx context.Context, fd int, shown, tarName string) error {
+	opaque, err := isOpaque(xattrTarget{fd: fd})
 	if err != nil {
 		return fmt.Errorf("%s: %w", shown, err)
 	}
@@ -169,11 +160,11 @@ func isWhiteout(p string, st *unix.Stat_t) (bool, error) {
 	return false, nil
 }
 
-// isOpaque reports whether the directory p is an opaque overlay directory.
-func isOpaque(p string) (bool, error) {
+// isOpaque reports whether the directory t is an opaque overlay directory.
+func isOpaque(t xattrTarget) (bool, error) {
 	for _, name := range []string{OpaqueXattr, "trusted.overlay.opaque"} {
-		buf := make([]byte, 8)
-		n, err := unix.Lgetxattr(p, name, buf)
+		var buf [8]byte
+		n, err := t.get(name, buf[:])
 		if err == nil && string(buf[:n]) == "y" {
 			return true, nil
 		}

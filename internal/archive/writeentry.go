@@ -2,18 +2,20 @@ package archive
 
 import (
 	"archive/tar"
+	"context"
+	"errors"
 	"fmt"
-	"io"
 	"sort"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// entry writes the header, and for a regular file the content, of the entry base of the
-// directory dirfd under the tar name name.
-func (d *differ) entry(dirfd int, base, name string, st *unix.Stat_t) error {
-	p := fdPath(dirfd, base) // for l* calls: the last element is not followed
+// entry writes the header of the entry base of the directory dirfd under the tar name name
+// and, for a regular file, its content, or for a directory, its opaque marker and children.
+// Files and directories are opened once, and their xattrs read through that descriptor;
+// other entries are reached by path without following their last element.
+func (d *differ) entry(ctx context.Context, dirfd int, base, name, shown string, st *unix.Stat_t) error {
 	hdr := &tar.Header{
 		Name:    name,
 		Mode:    int64(st.Mode & 0o7777),
@@ -21,18 +23,21 @@ func (d *differ) entry(dirfd int, base, name string, st *unix.Stat_t) error {
 		Gid:     int(st.Gid),
 		ModTime: d.mtime(st),
 	}
+	open := -1 // flags to open the entry with, when it is read through a descriptor
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		hdr.Typeflag = tar.TypeDir
 		hdr.Name += "/"
+		open = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	case unix.S_IFREG:
 		hdr.Typeflag = tar.TypeReg
 		hdr.Size = st.Size
+		open = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_CLOEXEC
 	case unix.S_IFLNK:
 		hdr.Typeflag = tar.TypeSymlink
 		target, err := readlinkat(dirfd, base)
 		if err != nil {
-			return fmt.Errorf("reading symlink: %w", err)
+			return fmt.Errorf("%s: reading symlink: %w", shown, err)
 		}
 		hdr.Linkname = target
 	case unix.S_IFIFO:
@@ -55,9 +60,18 @@ func (d *differ) entry(dirfd int, base, name string, st *unix.Stat_t) error {
 		}
 		d.links[key] = name
 	}
-	xattrs, err := readXattrs(p)
+	xt := pathXattrs(fdPath(dirfd, base))
+	if open != -1 {
+		fd, err := unix.Openat(dirfd, base, open, 0)
+		if err != nil {
+			return fmt.Errorf("%s: opening: %w", shown, err)
+		}
+		defer unix.Close(fd)
+		xt.fd = fd
+	}
+	xattrs, err := readXattrs(xt)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", shown, err)
 	}
 	if len(xattrs) > 0 {
 		hdr.PAXRecords = make(map[string]string, len(xattrs))
@@ -68,8 +82,13 @@ func (d *differ) entry(dirfd int, base, name string, st *unix.Stat_t) error {
 	if err := d.writeHeader(hdr); err != nil {
 		return err
 	}
-	if hdr.Typeflag == tar.TypeReg && hdr.Size > 0 {
-		return d.content(dirfd, base, hdr)
+	switch {
+	case hdr.Typeflag == tar.TypeDir:
+		return d.subdir(ctx, xt.fd, shown, name)
+	case hdr.Typeflag == tar.TypeReg && hdr.Size > 0:
+		if err := d.content(xt.fd, hdr); err != nil {
+			return fmt.Errorf("%s: %w", shown, err)
+		}
 	}
 	return nil
 }
@@ -81,18 +100,31 @@ func (d *differ) writeHeader(hdr *tar.Header) error {
 	return nil
 }
 
-// content copies exactly hdr.Size bytes of base in dirfd; a file that changed size while
-// being written is an error rather than a corrupt layer.
-func (d *differ) content(dirfd int, base string, hdr *tar.Header) error {
-	fd, err := unix.Openat(dirfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("opening: %w", err)
+// content copies exactly hdr.Size bytes of the file open as fd through the differ's one
+// buffer; a file that changed size while being written is an error rather than a corrupt layer.
+func (d *differ) content(fd int, hdr *tar.Header) error {
+	if d.buf == nil {
+		d.buf = make([]byte, 128<<10)
 	}
-	f := fdFile(fd, base)
-	defer f.Close()
-	n, err := io.Copy(d.tw, f)
-	if err != nil {
-		return fmt.Errorf("copying content: %w", err)
+	var n int64
+	for {
+		k, err := unix.Read(fd, d.buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading content: %w", err)
+		}
+		if k == 0 {
+			break
+		}
+		if n+int64(k) > hdr.Size {
+			return fmt.Errorf("copying content: size grew beyond %d while writing", hdr.Size)
+		}
+		if _, err := d.tw.Write(d.buf[:k]); err != nil {
+			return fmt.Errorf("copying content: %w", err)
+		}
+		n += int64(k)
 	}
 	if n != hdr.Size {
 		return fmt.Errorf("copying content: size changed from %d to %d while writing", hdr.Size, n)
@@ -109,9 +141,37 @@ func (d *differ) mtime(st *unix.Stat_t) time.Time {
 	return t
 }
 
-// readXattrs lists the xattrs of p that belong in a layer: all but overlay metadata.
-func readXattrs(p string) (map[string]string, error) {
-	size, err := unix.Llistxattr(p, nil)
+// xattrTarget names a file for xattr calls: by descriptor when fd is not -1, else by path
+// without following the path's last element.
+type xattrTarget struct {
+	fd   int
+	path string
+}
+
+// pathXattrs is the xattrTarget of the path p.
+func pathXattrs(p string) xattrTarget { return xattrTarget{fd: -1, path: p} }
+
+func (t xattrTarget) list(buf []byte) (int, error) {
+	if t.fd != -1 {
+		return unix.Flistxattr(t.fd, buf)
+	}
+	return unix.Llistxattr(t.path, buf)
+}
+
+func (t xattrTarget) get(name string, buf []byte) (int, error) {
+	if t.fd != -1 {
+		return unix.Fgetxattr(t.fd, name, buf)
+	}
+	return unix.Lgetxattr(t.path, name, buf)
+}
+
+// readXattrs lists the xattrs of t that belong in a layer: all but overlay metadata.
+func readXattrs(t xattrTarget) (map[string]string, error) {
+	var small [256]byte
+	size, err := t.list(small[:])
+	if errors.Is(err, unix.ERANGE) {
+		size, err = t.list(nil)
+	}
 	if err != nil {
 		if isNoXattr(err) {
 			return nil, nil
@@ -121,10 +181,12 @@ func readXattrs(p string) (map[string]string, error) {
 	if size == 0 {
 		return nil, nil
 	}
-	buf := make([]byte, size)
-	size, err = unix.Llistxattr(p, buf)
-	if err != nil {
-		return nil, fmt.Errorf("listing xattrs: %w", err)
+	buf := small[:size]
+	if size > len(small) {
+		buf = make([]byte, size)
+		if size, err = t.list(buf); err != nil {
+			return nil, fmt.Errorf("listing xattrs: %w", err)
+		}
 	}
 	var names []string
 	for start := 0; start < size; {
@@ -137,10 +199,13 @@ func readXattrs(p string) (map[string]string, error) {
 		}
 		start = end + 1
 	}
+	if len(names) == 0 {
+		return nil, nil
+	}
 	sort.Strings(names)
 	out := make(map[string]string, len(names))
 	for _, n := range names {
-		v, err := getXattr(p, n)
+		v, err := getXattr(t, n)
 		if err != nil {
 			return nil, err
 		}
@@ -149,14 +214,14 @@ func readXattrs(p string) (map[string]string, error) {
 	return out, nil
 }
 
-func getXattr(p, name string) (string, error) {
+func getXattr(t xattrTarget, name string) (string, error) {
 	for {
-		size, err := unix.Lgetxattr(p, name, nil)
+		size, err := t.get(name, nil)
 		if err != nil {
 			return "", fmt.Errorf("reading xattr %s: %w", name, err)
 		}
 		buf := make([]byte, size)
-		n, err := unix.Lgetxattr(p, name, buf)
+		n, err := t.get(name, buf)
 		if err == unix.ERANGE {
 			continue
 		}

@@ -169,7 +169,7 @@ func (s *Store) extractLayer(ctx context.Context, l v1.Layer, digest, diffID v1.
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		return fmt.Errorf("unpacking layer %s: %w", digest, err)
 	}
-	gotDiffID, err := decompressAndExtract(ctx, in, tmp, opts)
+	gotDiffID, err := decompressAndExtract(ctx, in, func() { src.Close() }, tmp, opts)
 	if err != nil {
 		return fmt.Errorf("unpacking layer %s: %w", digest, err)
 	}
@@ -212,35 +212,40 @@ func (s *Store) openCompressed(l v1.Layer, digest v1.Hash) (io.ReadCloser, *blob
 	return rc, bw, nil
 }
 
-// decompressAndExtract detects the compression of r (gzip, zstd or none),
-// extracts the tar into dir and returns the digest of the uncompressed
-// stream (the diffID), read to its end.
-func decompressAndExtract(ctx context.Context, r io.Reader, dir string, opts archive.ExtractOptions) (v1.Hash, error) {
-	br := bufio.NewReaderSize(r, 64<<10)
-	magic, _ := br.Peek(4)
-	var tarStream io.Reader = br
-	switch {
-	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return v1.Hash{}, fmt.Errorf("reading gzip: %w", err)
-		}
-		defer zr.Close()
-		tarStream = zr
-	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br)
-		if err != nil {
-			return v1.Hash{}, fmt.Errorf("reading zstd: %w", err)
-		}
-		defer zr.Close()
-		tarStream = zr
-	}
+// decompressAndExtract detects the compression of r (gzip, zstd or none), extracts the tar
+// into dir and returns the digest of the uncompressed stream (the diffID), read to its end.
+// Reading r, decompressing and hashing run in a goroutine of their own, ahead of the
+// extraction; closeSrc makes a read of r that hangs return, when extraction fails.
+func decompressAndExtract(ctx context.Context, r io.Reader, closeSrc func(), dir string, opts archive.ExtractOptions) (v1.Hash, error) {
 	uncompressed := sha256.New()
-	tee := io.TeeReader(tarStream, uncompressed)
-	if err := archive.Extract(ctx, tee, dir, opts); err != nil {
+	tarStream := archive.ReadAhead(func(w io.Writer) error {
+		br := bufio.NewReaderSize(r, 64<<10)
+		magic, _ := br.Peek(4)
+		var src io.Reader = br
+		switch {
+		case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+			zr, err := gzip.NewReader(br)
+			if err != nil {
+				return fmt.Errorf("reading gzip: %w", err)
+			}
+			defer zr.Close()
+			src = zr
+		case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+			zr, err := zstd.NewReader(br)
+			if err != nil {
+				return fmt.Errorf("reading zstd: %w", err)
+			}
+			defer zr.Close()
+			src = zr
+		}
+		_, err := io.Copy(w, io.TeeReader(src, uncompressed))
+		return err
+	}, closeSrc)
+	defer tarStream.Close()
+	if err := archive.Extract(ctx, tarStream, dir, opts); err != nil {
 		return v1.Hash{}, err
 	}
-	if _, err := io.Copy(io.Discard, tee); err != nil {
+	if _, err := io.Copy(io.Discard, tarStream); err != nil {
 		return v1.Hash{}, fmt.Errorf("reading the end of the layer: %w", err)
 	}
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(uncompressed.Sum(nil))}, nil
