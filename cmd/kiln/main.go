@@ -30,7 +30,12 @@ func main() {
 	}
 	root.AddCommand(newBuildCommand(), newImagesCommand(), newDoctorCommand(), newLoginCommand(), newLogoutCommand(),
 		newSourceCommand(), newS2ICommand())
-	if err := root.ExecuteContext(ctx); err != nil {
+	stopProfiles := addProfileFlags(root)
+	err := root.ExecuteContext(ctx)
+	if perr := stopProfiles(); err == nil {
+		err = perr
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "kiln: error: %v\n", err)
 		os.Exit(1)
 	}
