@@ -5,7 +5,8 @@ GO ?= go
 GOTEST_TIMEOUT ?= 60m
 STATICCHECK ?= $(firstword $(wildcard $(HOME)/go/bin/staticcheck) $(shell command -v staticcheck 2>/dev/null))
 
-.PHONY: seccomp images all build test setup fixtures-debian vet unit lint hello clean kube-assets generate bench
+.PHONY: seccomp images all build test setup fixtures-debian vet unit lint hello clean kube-assets generate bench \
+	cluster-up cluster-down
 
 all: build
 
@@ -63,6 +64,17 @@ images: build
 		echo "building $$name"; \
 		bin/kiln build -q --source-date-epoch 0 -t $$name $(if $(PUSH),--push) $$ctx || exit 1; \
 	done
+
+## cluster-up: a real single-node Kubernetes on this machine (test/cluster; needs root): builds
+## kube-*, kubectl, containerd and runc from Go modules (cached), starts them with all state in
+## ${KILN_CLUSTER_DIR:-/var/lib/kiln-cluster}, deploys kiln's controller with config/, and prints
+## the KUBECONFIG to use
+cluster-up:
+	./test/cluster/up.sh
+
+## cluster-down: stop that cluster and remove everything it made
+cluster-down:
+	./test/cluster/down.sh
 
 ## seccomp: regenerate config/seccomp/kiln-seccomp.json (containerd's default + kiln's calls)
 seccomp:

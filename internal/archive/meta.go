@@ -14,7 +14,6 @@ import (
 
 const paxXattrPrefix = "SCHILY.xattr."
 
-
 // isOverlayXattr reports whether name is overlayfs's own metadata, which never travels in a
 // layer tar: it would change how a directory stacks instead of what it holds.
 func isOverlayXattr(name string) bool {
