@@ -128,6 +128,9 @@ type buildResult struct {
 	peakRSS int64
 	// runSeconds is the time inside RUN processes (kiln's --metadata-file), nil for buildah.
 	runSeconds *float64
+	// commitSeconds sums the time kiln spent committing layers, and lastCommitSeconds is
+	// the last step's share (kiln's --metadata-file), nil for buildah.
+	commitSeconds, lastCommitSeconds *float64
 	// digest is the image's manifest digest (kiln's --metadata-file).
 	digest string
 	log    string
@@ -138,6 +141,9 @@ type buildResult struct {
 type kilnMetadata struct {
 	Digest     string   `json:"digest"`
 	RunSeconds *float64 `json:"runSeconds"`
+	Steps      []struct {
+		CommitSeconds float64 `json:"commitSeconds"`
+	} `json:"steps"`
 }
 
 // build runs one build of w with b in rd, as the benchmark user, measuring
@@ -176,6 +182,13 @@ func (h *harness) build(ctx context.Context, b builder, w workload, rd runDir, l
 			return res
 		}
 		res.digest, res.runSeconds = md.Digest, md.RunSeconds
+		if n := len(md.Steps); n > 0 {
+			var sum float64
+			for _, st := range md.Steps {
+				sum += st.CommitSeconds
+			}
+			res.commitSeconds, res.lastCommitSeconds = &sum, &md.Steps[n-1].CommitSeconds
+		}
 	}
 	return res
 }

@@ -87,6 +87,7 @@ func (h *harness) finish(ctx context.Context, m *measurement, b builder, w workl
 		m.RunSeconds = res.runSeconds
 		m.OverheadSeconds = ptr(m.WallSeconds - *res.runSeconds)
 	}
+	m.CommitSeconds, m.LastCommitSeconds = res.commitSeconds, res.lastCommitSeconds
 	if du, err := diskUsage(rd.store); err != nil {
 		m.Warnings = append(m.Warnings, err.Error())
 	} else {

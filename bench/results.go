@@ -44,6 +44,10 @@ type measurement struct {
 	RunSeconds *float64 `json:"runSeconds,omitempty"`
 	// OverheadSeconds is WallSeconds - RunSeconds: kiln's own time.
 	OverheadSeconds *float64 `json:"overheadSeconds,omitempty"`
+	// CommitSeconds is the part of the overhead spent committing layers (writing each
+	// step's diff as a compressed blob), and LastCommitSeconds the last step's (kiln only).
+	CommitSeconds     *float64 `json:"commitSeconds,omitempty"`
+	LastCommitSeconds *float64 `json:"lastCommitSeconds,omitempty"`
 	// PeakRSSBytes is the highest summed VmRSS of the builder's process tree.
 	PeakRSSBytes int64 `json:"peakRssBytes"`
 	// DiskBytes is the store's disk use after the build (du: st_blocks, hard links once).

@@ -89,6 +89,15 @@ type Result struct {
 	RunSeconds float64 `json:"runSeconds"`
 	// Stages are the build's stages with their times: PullImages, Build, PushImage.
 	Stages []Stage `json:"stages"`
+	// Steps are the steps that ran (cache hits are not listed) with their times.
+	Steps []StepTime `json:"steps,omitempty"`
+}
+
+// StepTime is how long a step that ran took, and the part of it spent committing its layer.
+type StepTime struct {
+	Step          string  `json:"step"`
+	Seconds       float64 `json:"seconds"`
+	CommitSeconds float64 `json:"commitSeconds"`
 }
 
 // The stages a build reports.
@@ -233,6 +242,9 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	result.RunSeconds = res.RunTime.Seconds()
+	for _, t := range res.Timings {
+		result.Steps = append(result.Steps, StepTime{Step: t.Step, Seconds: t.Took.Seconds(), CommitSeconds: t.Commit.Seconds()})
+	}
 	pulling := time.Duration(bases.pulling.Load())
 	result.Stages = []Stage{
 		{Name: StagePull, Start: solveStart, Duration: pulling},

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,6 +75,15 @@ type Result struct {
 	// RunTime is the time spent inside RUN processes, summed over steps (stages that run
 	// concurrently add up).
 	RunTime time.Duration
+	// Timings are the steps that ran (not the cache hits), in the order they finished.
+	Timings []StepTiming
+}
+
+// StepTiming is how long one step that changed the filesystem took, and how much of that
+// went to committing its layer (writing the diff as a compressed blob and storing it).
+type StepTiming struct {
+	Step         string // the step as the progress output names it, "[stage 1/2] RUN ..."
+	Took, Commit time.Duration
 }
 
 // Solver runs one Plan.
@@ -83,6 +93,9 @@ type Solver struct {
 	out     *progress
 	pending pending
 	runTime atomic.Int64
+
+	mu      sync.Mutex // guards timings
+	timings []StepTiming
 }
 
 type stageResult struct {
@@ -132,6 +145,9 @@ func (s *Solver) Solve(ctx context.Context) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Config: st.finalConfig(), Layers: st.layers, Steps: st.steps, RunTime: time.Duration(s.runTime.Load())}
+	s.mu.Lock()
+	res.Timings = slices.Clone(s.timings)
+	s.mu.Unlock()
 	seen := map[string]bool{}
 	for _, i := range s.cfg.Plan.Needed() {
 		for _, step := range s.stages[i].state.steps {

@@ -222,11 +222,16 @@ func (st *stageState) changeFS(ctx context.Context, createdBy, key string, fn fu
 	if err := fn(active.Root()); err != nil {
 		return err
 	}
+	commitStart := time.Now()
 	layer, dir, err := st.s.commit(ctx, active)
 	if err != nil {
 		return err
 	}
 	took := time.Since(start).Round(time.Millisecond)
+	st.s.mu.Lock()
+	st.s.timings = append(st.s.timings, StepTiming{Step: st.s.cfg.Plan.Describe(st.index) + " " + createdBy,
+		Took: time.Since(start), Commit: time.Since(commitStart)})
+	st.s.mu.Unlock()
 	step := store.CachedStep{Created: st.stepTime(time.Time{})}
 	if layer != nil {
 		step.Layer, step.DiffID = &layer.Desc, &layer.Diff
