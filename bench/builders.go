@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -102,6 +103,26 @@ func (h *harness) removeRunDir(rd runDir) {
 	}
 }
 
+// ownExe is the resolved path of b's binary, which its own processes run; "" when it
+// cannot be found (own memory is then not measured).
+func (h *harness) ownExe(b builder) string {
+	p := h.env.kilnBin
+	if !b.kiln {
+		var err error
+		if p, err = exec.LookPath("buildah"); err != nil {
+			return ""
+		}
+	}
+	p, err := filepath.Abs(p)
+	if err != nil {
+		return ""
+	}
+	if p, err = filepath.EvalSymlinks(p); err != nil {
+		return ""
+	}
+	return p
+}
+
 // tag is the name every workload's image gets.
 func tag(w workload) string { return "bench/" + w.name }
 
@@ -124,8 +145,8 @@ func (h *harness) buildArgv(b builder, w workload, rd runDir, buildArgs, extra [
 
 // buildResult is one build as observed from outside.
 type buildResult struct {
-	wall    time.Duration
-	peakRSS int64
+	wall                time.Duration
+	peakRSS, peakOwnRSS int64
 	// runSeconds is the time inside RUN processes (kiln's --metadata-file), nil for buildah.
 	runSeconds *float64
 	// commitSeconds sums the time kiln spent committing layers, and lastCommitSeconds is
@@ -163,8 +184,8 @@ func (h *harness) build(ctx context.Context, b builder, w workload, rd runDir, l
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.timeout)
 	defer cancel()
 	cmd := h.env.acct.command(ctx, rd.root, h.env.acct.env(h.env.runtimeDir, rd.tmp), argv...)
-	st := runMeasured(cmd, logFile)
-	res.wall, res.peakRSS = st.wall, st.peakRSS
+	st := runMeasured(cmd, logFile, h.ownExe(b))
+	res.wall, res.peakRSS, res.peakOwnRSS = st.wall, st.peakRSS, st.peakOwnRSS
 	fmt.Fprintf(logFile, "\n# exit: %v, wall %.3fs, peak RSS %s\n", st.err, st.wall.Seconds(), formatBytes(st.peakRSS))
 	if st.err != nil {
 		res.err = fmt.Errorf("%s build of %s (%s) failed: %v; log: %s", b.name, w.name, label, st.err, logPath)

@@ -77,7 +77,7 @@ func (h *harness) warmAptProxy(ctx context.Context, ws []workload) []string {
 // finish fills m from a build: wall time, memory, kiln's RUN time and
 // overhead, disk use of the store and the image's sizes.
 func (h *harness) finish(ctx context.Context, m *measurement, b builder, w workload, rd runDir, res buildResult) (layoutImage, bool) {
-	m.WallSeconds, m.PeakRSSBytes, m.Log = res.wall.Seconds(), res.peakRSS, res.log
+	m.WallSeconds, m.PeakRSSBytes, m.PeakOwnRSSBytes, m.Log = res.wall.Seconds(), res.peakRSS, res.peakOwnRSS, res.log
 	if res.err != nil {
 		m.Error = res.err.Error()
 		h.logf("%s: %s run %d: %v", m.Workload, b.name, m.Run, res.err)

@@ -18,27 +18,30 @@ const rssInterval = 50 * time.Millisecond
 type processStats struct {
 	wall    time.Duration
 	peakRSS int64 // the highest sum of VmRSS over the process tree, in bytes
-	err     error
+	// peakOwnRSS is the highest sum over the processes of the tree that run the builder's
+	// own binary: the builder without the programs its RUN steps start.
+	peakOwnRSS int64
+	err        error
 }
 
 // runMeasured runs cmd with its output appended to out, timing it from start
 // to exit and sampling the summed VmRSS of its process tree every
-// rssInterval.
-func runMeasured(cmd *exec.Cmd, out io.Writer) processStats {
+// rssInterval, in all and over the processes running ownExe.
+func runMeasured(cmd *exec.Cmd, out io.Writer, ownExe string) processStats {
 	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		return processStats{err: fmt.Errorf("starting %s: %w", cmd.Path, err)}
 	}
 	stop := make(chan struct{})
-	peak := make(chan int64)
+	peak := make(chan [2]int64)
 	go func() {
-		var highest int64
+		var highest [2]int64
 		tick := time.NewTicker(rssInterval)
 		defer tick.Stop()
 		for {
-			if rss, err := treeRSS("/proc", cmd.Process.Pid); err == nil && rss > highest {
-				highest = rss
+			if total, own, err := treeRSS("/proc", cmd.Process.Pid, ownExe); err == nil {
+				highest[0], highest[1] = max(highest[0], total), max(highest[1], own)
 			}
 			select {
 			case <-stop:
@@ -51,7 +54,8 @@ func runMeasured(cmd *exec.Cmd, out io.Writer) processStats {
 	err := cmd.Wait()
 	wall := time.Since(start)
 	close(stop)
-	return processStats{wall: wall, peakRSS: <-peak, err: err}
+	p := <-peak
+	return processStats{wall: wall, peakRSS: p[0], peakOwnRSS: p[1], err: err}
 }
 
 // diskUsage is what du would say of root: allocated blocks (st_blocks) of

@@ -93,15 +93,21 @@ func vmRSS(procRoot string, pid int) int64 {
 	return 0
 }
 
-// treeRSS sums VmRSS over root and all its descendants.
-func treeRSS(procRoot string, root int) (int64, error) {
+// treeRSS sums VmRSS over root and all its descendants, and, as own, over those of them
+// running the program ownExe (the builder itself, not the RUN steps it runs; "" for none).
+func treeRSS(procRoot string, root int, ownExe string) (total, own int64, err error) {
 	parents, err := parentPIDs(procRoot)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	var sum int64
 	for _, pid := range descendants(parents, root) {
-		sum += vmRSS(procRoot, pid)
+		rss := vmRSS(procRoot, pid)
+		total += rss
+		if ownExe != "" {
+			if exe, err := os.Readlink(filepath.Join(procRoot, strconv.Itoa(pid), "exe")); err == nil && exe == ownExe {
+				own += rss
+			}
+		}
 	}
-	return sum, nil
+	return total, own, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,12 +59,12 @@ func TestTreeRSSFakeProc(t *testing.T) {
 		{99, 0}, // gone
 		{1, (1000 + 100 + 20 + 3 + 5000) * 1024},
 	} {
-		got, err := treeRSS(proc, tc.root)
+		got, own, err := treeRSS(proc, tc.root, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got != tc.want {
-			t.Errorf("treeRSS(%d) = %d, want %d", tc.root, got, tc.want)
+		if got != tc.want || own != 0 {
+			t.Errorf("treeRSS(%d) = %d, own %d; want %d, own 0", tc.root, got, own, tc.want)
 		}
 	}
 }
@@ -105,9 +106,16 @@ func TestTreeRSSRealProc(t *testing.T) {
 	if self <= 0 || child <= 0 {
 		t.Fatalf("VmRSS: self %d, child %d; want both > 0", self, child)
 	}
-	total, err := treeRSS("/proc", os.Getpid())
+	childExe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))
 	if err != nil {
 		t.Fatal(err)
+	}
+	total, own, err := treeRSS("/proc", os.Getpid(), childExe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if own < child/2 || own > total-self/2 {
+		t.Errorf("treeRSS's own part (processes running %s) = %d, want about the child's %d", childExe, own, child)
 	}
 	// RSS moves a little between reads; the tree must hold at least most of both.
 	if total < child+self/2 {

@@ -78,13 +78,21 @@ func rssMetric() metric {
 	}, mebibytes}
 }
 
+// ownRSSMetric is the builder without its RUN steps' programs: the processes running the
+// builder's own binary.
+func ownRSSMetric() metric {
+	return metric{"Peak RSS of the builder's own processes, RUN programs excluded (MiB)", func(m measurement) (float64, bool) {
+		return float64(m.PeakOwnRSSBytes) / float64(mib), m.PeakOwnRSSBytes > 0
+	}, mebibytes}
+}
+
 func diskMetric() metric {
 	return metric{"Store disk use after the build (MiB)", bytesIn(func(m measurement) *int64 { return m.DiskBytes }), mebibytes}
 }
 
 func mainMetrics() []metric {
 	return []metric{
-		wallMetric(), rssMetric(), diskMetric(),
+		wallMetric(), rssMetric(), ownRSSMetric(), diskMetric(),
 		{"Image size, compressed layers (MiB)", bytesIn(func(m measurement) *int64 { return m.CompressedBytes }), mebibytes},
 		{"Image size, uncompressed layers (MiB)", bytesIn(func(m measurement) *int64 { return m.UncompressedBytes }), mebibytes},
 	}
@@ -475,7 +483,9 @@ func writeMethod(b *strings.Builder) {
 - **apt** goes through apt-cacher-ng on 127.0.0.1:3142, passed to both builders as ` + "`--build-arg http_proxy=...`" + `; every apt
   workload is built once, untimed, before any timing, so the timed runs find their packages in the cache. RUN steps use the host network.
 - **Wall time** runs from starting the builder to its exit. **Peak RSS** is the highest sum of VmRSS over the builder's process and all
-  its descendants, sampled every 50 ms from /proc (shared pages count once per process; spikes shorter than 50 ms can be missed).
+  its descendants, sampled every 50 ms from /proc (shared pages count once per process; spikes shorter than 50 ms can be missed);
+  the builder's own processes are those of the tree whose /proc/PID/exe is the builder's binary (kiln re-executes itself for
+  its sandboxes, buildah for chroot isolation), so the programs RUN steps start (apt, gcc) are left out.
 - **Disk** is what du reports for the store after the build: allocated blocks, each hard-linked inode once. kiln's store holds the
   compressed layer blobs and the unpacked layers; buildah's holds its layers (overlay: one diff per layer; vfs: a full copy per layer).
 - **Image size** sums the image's layer blobs, base layer included: kiln's as stored (gzip), buildah's as ` + "`buildah push`" + ` writes them

@@ -50,6 +50,8 @@ type measurement struct {
 	LastCommitSeconds *float64 `json:"lastCommitSeconds,omitempty"`
 	// PeakRSSBytes is the highest summed VmRSS of the builder's process tree.
 	PeakRSSBytes int64 `json:"peakRssBytes"`
+	// PeakOwnRSSBytes is the same over the processes running the builder's own binary.
+	PeakOwnRSSBytes int64 `json:"peakOwnRssBytes,omitempty"`
 	// DiskBytes is the store's disk use after the build (du: st_blocks, hard links once).
 	DiskBytes *int64 `json:"diskBytes,omitempty"`
 	// CompressedBytes and UncompressedBytes sum the image's layers.
