@@ -44,7 +44,7 @@ type s2iFlags struct {
 	pull, push, quiet, noCache, skipPushCheck, fsync bool
 
 	env, injections, runtimeArtifacts                      []string
-	envFile, scriptsURL, assembleUser, contextDir, exclude string
+	envFile, scriptsURL, assembleUser, contextDir, exclude, allowedUIDs string
 	runtimeImage, asDockerfile                             string
 	incremental                                            bool
 }
@@ -104,6 +104,7 @@ Dockerfile and its build context instead of building.`,
 	fl.StringVarP(&f.scriptsURL, "scripts-url", "s", "", "where the s2i scripts are: image://DIR (in the builder), file://DIR or http(s)://URL")
 	fl.BoolVar(&f.incremental, "incremental", false, "restore the artifacts of the previous TAG image (its save-artifacts script) before assemble")
 	fl.StringVar(&f.assembleUser, "assemble-user", "", "run assemble as this user (default: the builder's io.openshift.s2i.assemble-user label, else its USER)")
+	fl.StringVar(&f.allowedUIDs, "allowed-uids", "", "refuse builders whose assemble user (and runtime images whose USER) is not a numeric uid in these ranges, e.g. 1- (not root) or 1000-2000,5000")
 	fl.StringVar(&f.contextDir, "context-dir", "", "build this directory of the source")
 	fl.StringVar(&f.exclude, "exclude", s2i.DefaultExclude, "leave out source paths matching this regular expression (\"\" leaves out nothing)")
 	fl.StringArrayVarP(&f.injections, "inject", "i", nil, "make SRC (a file or directory here) visible at DEST while assemble runs, in no layer: SRC:DEST (repeatable)")
@@ -170,6 +171,13 @@ func (f *s2iFlags) inputs(src, builder, tag string) (*s2iInputs, error) {
 	}
 	o := &in.opts
 	o.Tag, o.ScriptsURL, o.AssembleUser, o.ContextDir = tag, f.scriptsURL, f.assembleUser, f.contextDir
+	if f.allowedUIDs != "" {
+		rs, err := s2i.ParseUIDRanges(f.allowedUIDs)
+		if err != nil {
+			return nil, err
+		}
+		o.AllowedUIDs = rs
+	}
 	if f.scriptsURL != "" {
 		if err := s2i.ParseScriptsURL(f.scriptsURL); err != nil {
 			return nil, err

@@ -170,7 +170,7 @@ func origins(p *Plan) map[string]string {
 
 func TestBasicBuildFromImageScripts(t *testing.T) {
 	src := source(t)
-	g := generate(t, Options{Builder: imageBuilder("", nil), Tag: "app:v1", SourceDir: src})
+	g := generate(t, Options{Builder: imageBuilder("root", nil), Tag: "app:v1", SourceDir: src})
 	if len(g.df.Stages) != 1 {
 		t.Fatalf("%d stages, want 1", len(g.df.Stages))
 	}
@@ -210,7 +210,7 @@ func TestScriptLookupOrder(t *testing.T) {
 	writeTree(t, userDir, "assemble")
 	src := source(t, ".s2i/bin/assemble", ".s2i/bin/run", ".s2i/bin/save-artifacts")
 	g := generate(t, Options{
-		Builder:    imageBuilder("", nil),
+		Builder:    imageBuilder("root", nil),
 		SourceDir:  src,
 		ScriptsURL: "file://" + userDir,
 	})
@@ -250,7 +250,7 @@ func TestScriptLookupOrder(t *testing.T) {
 	}
 
 	// image:// as --scripts-url wins over the source's scripts for every script.
-	g = generate(t, Options{Builder: image(builderRef, "", nil), SourceDir: src, ScriptsURL: "image:///opt/s2i"})
+	g = generate(t, Options{Builder: image(builderRef, "root", nil), SourceDir: src, ScriptsURL: "image:///opt/s2i"})
 	for name, origin := range origins(g.plan) {
 		if origin != "--scripts-url" {
 			t.Errorf("%s comes from %s, want --scripts-url", name, origin)
@@ -270,7 +270,7 @@ func TestScriptsDownloadedOverHTTP(t *testing.T) {
 		http.NotFound(w, r)
 	}))
 	defer srv.Close()
-	g := generate(t, Options{Builder: imageBuilder("", nil), SourceDir: source(t), ScriptsURL: srv.URL + "/scripts/", HTTPClient: srv.Client()})
+	g := generate(t, Options{Builder: imageBuilder("root", nil), SourceDir: source(t), ScriptsURL: srv.URL + "/scripts/", HTTPClient: srv.Client()})
 	if got := readContext(t, g, ctxScripts+"/assemble"); !strings.Contains(got, "echo downloaded") {
 		t.Errorf("downloaded assemble = %q", got)
 	}
@@ -283,7 +283,7 @@ func TestScriptsDownloadedOverHTTP(t *testing.T) {
 }
 
 func TestMissingRequiredScript(t *testing.T) {
-	_, err := Generate(context.Background(), Options{Builder: image(builderRef, "", nil), SourceDir: source(t, ".s2i/bin/run")}, t.TempDir(), "Dockerfile")
+	_, err := Generate(context.Background(), Options{Builder: image(builderRef, "root", nil), SourceDir: source(t, ".s2i/bin/run")}, t.TempDir(), "Dockerfile")
 	if err == nil || !strings.Contains(err.Error(), "no assemble script") || !strings.Contains(err.Error(), ".s2i/bin") {
 		t.Fatalf("err = %v, want one saying assemble is missing and where to put it", err)
 	}
@@ -325,17 +325,17 @@ func TestDestinationAndAssembleUserLabels(t *testing.T) {
 	}
 
 	// A root builder with a non-root assemble user gets root back afterwards.
-	g = generate(t, Options{Builder: imageBuilder("", nil), SourceDir: source(t), AssembleUser: "app"})
+	g = generate(t, Options{Builder: imageBuilder("root", nil), SourceDir: source(t), AssembleUser: "app"})
 	if got := users(t, g, 0); !reflect.DeepEqual(got, []string{"app", "root"}) {
 		t.Errorf("USER = %q", got)
 	}
 
 	// The deprecated variable still names the destination; relative ones are refused.
-	g = generate(t, Options{Builder: image(builderRef, "", map[string]string{LabelScriptsURL: "image:///s"}, "STI_LOCATION=/srv"), SourceDir: source(t)})
+	g = generate(t, Options{Builder: image(builderRef, "root", map[string]string{LabelScriptsURL: "image:///s"}, "STI_LOCATION=/srv"), SourceDir: source(t)})
 	if got := copies(t, g, 0)[0]; got[len(got)-1] != "/srv/src" {
 		t.Errorf("COPY %q, want /srv/src", got)
 	}
-	_, err := Generate(context.Background(), Options{Builder: imageBuilder("", map[string]string{LabelDestination: "tmp"}), SourceDir: source(t)}, t.TempDir(), "Dockerfile")
+	_, err := Generate(context.Background(), Options{Builder: imageBuilder("root", map[string]string{LabelDestination: "tmp"}), SourceDir: source(t)}, t.TempDir(), "Dockerfile")
 	if err == nil || !strings.Contains(err.Error(), "absolute") {
 		t.Errorf("relative destination: err = %v", err)
 	}
@@ -348,7 +348,7 @@ func TestEnvironmentFromSourceAndFlags(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, ".s2i/environment"), []byte(env), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g := generate(t, Options{Builder: imageBuilder("", nil), SourceDir: src, Env: []EnvVar{{"FOO", "from flag"}, {"BAR", "1"}}})
+	g := generate(t, Options{Builder: imageBuilder("root", nil), SourceDir: src, Env: []EnvVar{{"FOO", "from flag"}, {"BAR", "1"}}})
 	want := []EnvVar{{"APP_MODE", "prod"}, {"FOO", "from flag"}, {"TRICKY", `a "b" $HOME \x`}, {"BAR", "1"}}
 	if got := envOf(t, g, 0); !reflect.DeepEqual(got, want) {
 		t.Errorf("ENV:\n got %q\nwant %q", got, want)
@@ -367,7 +367,7 @@ func TestIgnoreAndExcludeApplyToTheContext(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, ".s2iignore"), []byte("secret.txt\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g := generate(t, Options{Builder: imageBuilder("", nil), SourceDir: src, Exclude: regexp.MustCompile(DefaultExclude)})
+	g := generate(t, Options{Builder: imageBuilder("root", nil), SourceDir: src, Exclude: regexp.MustCompile(DefaultExclude)})
 	got := listTree(t, joinRel(g.plan.ContextDir, ctxSource))
 	if want := []string{".s2iignore", "app.txt", "sub"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("context source = %v, want %v", got, want)
@@ -379,7 +379,7 @@ func TestIgnoreAndExcludeApplyToTheContext(t *testing.T) {
 
 func TestContextDir(t *testing.T) {
 	src := source(t, "web/index.html", "web/.s2i/bin/assemble", "other/x")
-	g := generate(t, Options{Builder: imageBuilder("", nil), SourceDir: src, ContextDir: "web"})
+	g := generate(t, Options{Builder: imageBuilder("root", nil), SourceDir: src, ContextDir: "web"})
 	if got := listTree(t, joinRel(g.plan.ContextDir, ctxSource)); !reflect.DeepEqual(got, []string{".s2i", ".s2i/bin", ".s2i/bin/assemble", "index.html"}) {
 		t.Errorf("context source = %v", got)
 	}
@@ -389,7 +389,7 @@ func TestContextDir(t *testing.T) {
 	if l := labelsOf(t, g, 0); l[LabelSourceContextDir] != "web" {
 		t.Errorf("context-dir label = %q", l[LabelSourceContextDir])
 	}
-	if _, err := Generate(context.Background(), Options{Builder: imageBuilder("", nil), SourceDir: src, ContextDir: "../x"}, t.TempDir(), "Dockerfile"); err == nil {
+	if _, err := Generate(context.Background(), Options{Builder: imageBuilder("root", nil), SourceDir: src, ContextDir: "../x"}, t.TempDir(), "Dockerfile"); err == nil {
 		t.Error("--context-dir ../x was accepted")
 	}
 }
@@ -438,7 +438,7 @@ func TestInjectIsABindMountNeverACopy(t *testing.T) {
 	if got := listTree(t, joinRel(g.plan.ContextDir, "injections/1")); !reflect.DeepEqual(got, []string{"a", "b"}) {
 		t.Errorf("injections/1 = %v", got)
 	}
-	if _, err := Generate(context.Background(), Options{Builder: imageBuilder("", nil), SourceDir: source(t), Injections: []Mapping{{filepath.Join(secrets, "token"), "/a,b"}}}, t.TempDir(), "Dockerfile"); err == nil {
+	if _, err := Generate(context.Background(), Options{Builder: imageBuilder("root", nil), SourceDir: source(t), Injections: []Mapping{{filepath.Join(secrets, "token"), "/a,b"}}}, t.TempDir(), "Dockerfile"); err == nil {
 		t.Error("an --inject destination with a comma was accepted")
 	}
 }
@@ -486,14 +486,14 @@ func TestIncrementalStage(t *testing.T) {
 	}
 
 	// save-artifacts from the source is bind-mounted into the previous image.
-	g = generate(t, Options{Builder: image(builderRef, "", nil), SourceDir: source(t, ".s2i/bin/assemble", ".s2i/bin/run", ".s2i/bin/save-artifacts"), Previous: previous})
+	g = generate(t, Options{Builder: image(builderRef, "root", nil), SourceDir: source(t, ".s2i/bin/assemble", ".s2i/bin/run", ".s2i/bin/save-artifacts"), Previous: previous})
 	m = instructions.GetMounts(runs(t, g, 0)[0])
 	if len(m) != 1 || m[0].Source != ctxScripts || m[0].Target != "/tmp/scripts" {
 		t.Errorf("save stage mounts = %+v, want the context's scripts", m)
 	}
 
 	// Without any save-artifacts script, the build is not incremental and says so.
-	g = generate(t, Options{Builder: image(builderRef, "", nil), SourceDir: source(t, ".s2i/bin/assemble", ".s2i/bin/run"), Previous: previous})
+	g = generate(t, Options{Builder: image(builderRef, "root", nil), SourceDir: source(t, ".s2i/bin/assemble", ".s2i/bin/run"), Previous: previous})
 	if g.plan.Incremental || len(g.df.Stages) != 1 || len(g.plan.Notes) == 0 || !strings.Contains(g.plan.Notes[0], "save-artifacts") {
 		t.Errorf("incremental=%v stages=%d notes=%q", g.plan.Incremental, len(g.df.Stages), g.plan.Notes)
 	}
@@ -502,7 +502,7 @@ func TestIncrementalStage(t *testing.T) {
 func TestRuntimeImageStage(t *testing.T) {
 	runtime := image("localhost:5000/runtime:1", "1002", map[string]string{LabelScriptsURL: "image:///usr/libexec/s2i-runtime"})
 	g := generate(t, Options{
-		Builder:          imageBuilder("", nil),
+		Builder:          imageBuilder("root", nil),
 		Tag:              "app:v1",
 		SourceDir:        source(t),
 		Env:              []EnvVar{{"MODE", "prod"}},
@@ -539,7 +539,7 @@ func TestRuntimeImageStage(t *testing.T) {
 
 	// The runtime image's label gives the artifacts when no --runtime-artifact is given.
 	runtime.Config.Config.Labels[LabelAssembleInputFiles] = "/opt/app.war:deploy; /opt/data"
-	g = generate(t, Options{Builder: imageBuilder("", nil), SourceDir: source(t), Runtime: runtime})
+	g = generate(t, Options{Builder: imageBuilder("root", nil), SourceDir: source(t), Runtime: runtime})
 	want = [][]string{
 		{"chown=1002", "from=" + stageBuilder, "/opt/app.war", "deploy/app.war"},
 		{"chown=1002", "from=" + stageBuilder, "/opt/data", "data"},
@@ -555,7 +555,7 @@ func TestRuntimeImageStage(t *testing.T) {
 		"escaping dest": {RuntimeArtifacts: []Mapping{{"/opt/app", "../x"}}},
 		"no artifacts":  {},
 	} {
-		opts.Builder, opts.SourceDir = imageBuilder("", nil), source(t)
+		opts.Builder, opts.SourceDir = imageBuilder("root", nil), source(t)
 		opts.Runtime = image("localhost:5000/runtime:1", "", map[string]string{LabelScriptsURL: "image:///s"})
 		if _, err := Generate(context.Background(), opts, t.TempDir(), "Dockerfile"); err == nil {
 			t.Errorf("%s: no error", name)
@@ -565,7 +565,7 @@ func TestRuntimeImageStage(t *testing.T) {
 
 func TestRuntimeWithoutRunScript(t *testing.T) {
 	_, err := Generate(context.Background(), Options{
-		Builder: imageBuilder("", nil), SourceDir: source(t),
+		Builder: imageBuilder("root", nil), SourceDir: source(t),
 		Runtime: image("busybox", "", nil), RuntimeArtifacts: []Mapping{{"/opt/app", ""}},
 	}, t.TempDir(), "Dockerfile")
 	if err == nil || !strings.Contains(err.Error(), "no run script for runtime image busybox") {
@@ -575,7 +575,7 @@ func TestRuntimeWithoutRunScript(t *testing.T) {
 
 func TestCommitLabelsAndQuoting(t *testing.T) {
 	g := generate(t, Options{
-		Builder:        imageBuilder("", nil),
+		Builder:        imageBuilder("root", nil),
 		Tag:            "registry.example/app:1",
 		SourceDir:      source(t),
 		SourceLocation: "https://example.com/app.git",
@@ -599,7 +599,7 @@ func TestCommitLabelsAndQuoting(t *testing.T) {
 func TestGenerateRefusesToOverwrite(t *testing.T) {
 	dir := t.TempDir()
 	writeTree(t, dir, "upload/")
-	_, err := Generate(context.Background(), Options{Builder: imageBuilder("", nil), SourceDir: source(t)}, dir, "Dockerfile")
+	_, err := Generate(context.Background(), Options{Builder: imageBuilder("root", nil), SourceDir: source(t)}, dir, "Dockerfile")
 	if err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Errorf("err = %v", err)
 	}

@@ -188,7 +188,11 @@ type Options struct {
 	// ScriptsURL is --scripts-url.
 	ScriptsURL string
 	// AssembleUser overrides the builder's io.openshift.s2i.assemble-user label and USER.
+	// When none of the three names a user, assemble runs as DefaultAssembleUser, not root.
 	AssembleUser string
+	// AllowedUIDs, when not nil, refuses a build whose assemble user (or runtime image's
+	// USER) is not a numeric uid in these ranges (--allowed-uids).
+	AllowedUIDs UIDRanges
 	// Exclude matches the source paths (relative, slash-separated) to leave out.
 	Exclude *regexp.Regexp
 	// Injections are --inject SOURCE:DEST pairs: SOURCE an absolute path on this machine, DEST
@@ -309,7 +313,15 @@ func newGenerator(opts Options, dir, name string) (*generator, error) {
 	if g.assembleUser == "" {
 		g.assembleUser = opts.Builder.user()
 	}
+	if g.assembleUser == "" {
+		g.assembleUser = DefaultAssembleUser
+		g.note("builder image %s names no user (no USER, no %s label): assemble runs as uid %s, not root; "+
+			"a builder that needs root must say USER root, or pass --assemble-user root", opts.Builder.Ref, LabelAssembleUser, DefaultAssembleUser)
+	}
 	if err := checkUser("the assemble user", g.assembleUser); err != nil {
+		return nil, err
+	}
+	if err := opts.AllowedUIDs.checkAllowed("the assemble user of builder image "+opts.Builder.Ref, g.assembleUser); err != nil {
 		return nil, err
 	}
 	if g.hasRuntime {
@@ -317,6 +329,9 @@ func newGenerator(opts Options, dir, name string) (*generator, error) {
 			return nil, err
 		}
 		if err := checkUser("the USER of runtime image "+opts.Runtime.Ref, opts.Runtime.user()); err != nil {
+			return nil, err
+		}
+		if err := opts.AllowedUIDs.checkAllowed("the USER of runtime image "+opts.Runtime.Ref, opts.Runtime.user()); err != nil {
 			return nil, err
 		}
 		if g.artifacts, err = runtimeArtifacts(opts); err != nil {
