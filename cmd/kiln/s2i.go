@@ -43,10 +43,10 @@ type s2iFlags struct {
 	destinations                                     []string
 	pull, push, quiet, noCache, skipPushCheck, fsync bool
 
-	env, injections, runtimeArtifacts                      []string
+	env, injections, runtimeArtifacts                                   []string
 	envFile, scriptsURL, assembleUser, contextDir, exclude, allowedUIDs string
-	runtimeImage, asDockerfile                             string
-	incremental                                            bool
+	runtimeImage, asDockerfile                                          string
+	incremental                                                         bool
 }
 
 func newS2IBuildCommand() *cobra.Command {
