@@ -370,9 +370,9 @@ func s2iSource(ctx context.Context, in *s2iInputs, st *store.Store, o *s2i.Optio
 	if err != nil {
 		return fmt.Errorf("fetching the source: %w", err)
 	}
-	fmt.Fprintf(out, "s2i: cloned %s at %s\n", location, commit)
+	fmt.Fprintf(out, "s2i: cloned %s at %s\n", location, commit.ID)
 	o.SourceDir, o.SourceLocation = dir, location
-	o.Commit = &s2i.Commit{ID: commit, Ref: in.gitRef}
+	o.Commit = s2i.NewCommit(commit.ID, in.gitRef, commit.AuthorName, commit.AuthorEmail, commit.When, commit.Message)
 	return nil
 }
 

@@ -31,7 +31,7 @@ func newSourceCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(os.Stderr, "cloned %s at %s\n", gitURI, commit)
+				fmt.Fprintf(os.Stderr, "cloned %s at %s\n", gitURI, commit.ID)
 			case stdin && asFile != "":
 				if err := source.ReceiveFile(os.Stdin, dest, asFile); err != nil {
 					return err

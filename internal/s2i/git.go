@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 )
@@ -48,6 +49,19 @@ func RedactURL(s string) string {
 	return u.String()
 }
 
+// NewCommit describes a commit as s2i's labels show it: the author as "Name <email>", the
+// date in git log's default format, the message without surrounding space.
+func NewCommit(id, ref, authorName, authorEmail string, when time.Time, message string) *Commit {
+	c := &Commit{ID: id, Ref: ref, Message: strings.TrimSpace(message)}
+	if authorName != "" || authorEmail != "" {
+		c.Author = fmt.Sprintf("%s <%s>", authorName, authorEmail)
+	}
+	if !when.IsZero() {
+		c.Date = when.Format(gitDateLayout)
+	}
+	return c
+}
+
 // LocalGitInfo describes the commit checked out in the git work tree containing dir, and the
 // repository's origin URL (or "" when it has none). It returns nil, nil when dir is not in a
 // git work tree.
@@ -68,15 +82,11 @@ func LocalGitInfo(dir string) (*Commit, string, error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("reading the checked-out commit of %s: %w", dir, err)
 	}
-	info := &Commit{
-		ID:      c.Hash.String(),
-		Author:  fmt.Sprintf("%s <%s>", c.Author.Name, c.Author.Email),
-		Date:    c.Author.When.Format(gitDateLayout),
-		Message: strings.TrimSpace(c.Message),
-	}
+	ref := ""
 	if head.Name().IsBranch() {
-		info.Ref = head.Name().Short()
+		ref = head.Name().Short()
 	}
+	info := NewCommit(c.Hash.String(), ref, c.Author.Name, c.Author.Email, c.Author.When, c.Message)
 	origin := ""
 	if r, err := repo.Remote("origin"); err == nil && len(r.Config().URLs) > 0 {
 		origin = RedactURL(r.Config().URLs[0])

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -36,12 +37,21 @@ type Git struct {
 	AuthDir string
 }
 
-// Clone clones g into dest (which must not exist or be empty) and checks out its ref. Branches
-// and tags are fetched shallow; a commit needs the history that contains it.
-func Clone(ctx context.Context, g Git, dest string, progress io.Writer) (string, error) {
+// Commit describes the commit a clone checked out.
+type Commit struct {
+	ID                      string
+	AuthorName, AuthorEmail string
+	When                    time.Time // the author's date
+	Message                 string
+}
+
+// Clone clones g into dest (which must not exist or be empty), checks out its ref and returns
+// the commit checked out. Branches and tags are fetched shallow; a commit needs the history
+// that contains it. dest gets the tree only, without .git.
+func Clone(ctx context.Context, g Git, dest string, progress io.Writer) (Commit, error) {
 	auth, err := g.auth()
 	if err != nil {
-		return "", err
+		return Commit{}, err
 	}
 	opts := &git.CloneOptions{URL: g.URI, Auth: auth, Progress: progress, Depth: 1, Tags: git.NoTags}
 	commit := isCommit(g.Ref)
@@ -64,26 +74,30 @@ func Clone(ctx context.Context, g Git, dest string, progress io.Writer) (string,
 		repo, err = git.PlainCloneContext(ctx, dest, false, opts)
 	}
 	if err != nil {
-		return "", fmt.Errorf("cloning %s at %q: %w", redact(g.URI), g.Ref, err)
+		return Commit{}, fmt.Errorf("cloning %s at %q: %w", redact(g.URI), g.Ref, err)
 	}
 	if commit {
 		wt, err := repo.Worktree()
 		if err != nil {
-			return "", err
+			return Commit{}, err
 		}
 		if err := wt.Checkout(&git.CheckoutOptions{Hash: plumbing.NewHash(g.Ref)}); err != nil {
-			return "", fmt.Errorf("checking out %s in %s: %w", g.Ref, redact(g.URI), err)
+			return Commit{}, fmt.Errorf("checking out %s in %s: %w", g.Ref, redact(g.URI), err)
 		}
 	}
 	head, err := repo.Head()
 	if err != nil {
-		return "", fmt.Errorf("reading the cloned HEAD of %s: %w", redact(g.URI), err)
+		return Commit{}, fmt.Errorf("reading the cloned HEAD of %s: %w", redact(g.URI), err)
+	}
+	c := Commit{ID: head.Hash().String()}
+	if obj, err := repo.CommitObject(head.Hash()); err == nil {
+		c.AuthorName, c.AuthorEmail, c.When, c.Message = obj.Author.Name, obj.Author.Email, obj.Author.When, strings.TrimSpace(obj.Message)
 	}
 	// The build context is the tree, not the repository.
 	if err := os.RemoveAll(filepath.Join(dest, ".git")); err != nil {
-		return "", err
+		return Commit{}, err
 	}
-	return head.Hash().String(), nil
+	return c, nil
 }
 
 // isCommit reports a full hexadecimal commit id.

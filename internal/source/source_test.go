@@ -72,7 +72,10 @@ func TestClone(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dest, ".git")); err == nil {
 			t.Errorf("ref %q: .git left in the context", tt.ref)
 		}
-		if tt.ref == first && commit != first {
+		if tt.ref == "main" && (commit.Message != "two" || commit.AuthorName == "" || commit.When.IsZero()) {
+			t.Errorf("ref main: commit %+v, want the message, author and date of the second commit", commit)
+		}
+		if tt.ref == first && commit.ID != first {
 			t.Errorf("checked out %s, want %s", commit, first)
 		}
 	}

@@ -1,0 +1,2 @@
+def greet(word, name):
+    return "%s, %s, from greeting 1.0" % (word, name)
