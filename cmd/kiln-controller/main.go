@@ -44,7 +44,7 @@ func run() error {
 	flag.BoolVar(&pods.UnmaskedProc, "unmasked-proc", false, "give build pods procMount: Unmasked (needs the ProcMountType feature)")
 	flag.StringVar(&webhookAddr, "webhook-bind-address", ":8443",
 		`address of the Generic and GitHub webhook server (plain HTTP: TLS is terminated by the Service or ingress); "0" turns it off`)
-	flag.Func("insecure-registry", "allow plain HTTP or unverified TLS for this registry when checking base images (repeatable)",
+	flag.Func("insecure-registry", "allow plain HTTP or unverified TLS for this registry, in the controller's base-image checks and in build pods (repeatable)",
 		func(s string) error { insecure = append(insecure, s); return nil })
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -58,6 +58,7 @@ func run() error {
 		return fmt.Errorf("--store-size-limit %q: %w", storeLimit, err)
 	}
 	pods.StoreSizeLimit = limit
+	pods.InsecureRegistries = insecure
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {

@@ -61,6 +61,8 @@ func (r *BuildReconciler) logs() *logCollector {
 // +kubebuilder:rbac:groups=kiln.dev,resources=buildconfigs,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// Leader election records its events through the core API.
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // SetupWithManager registers the reconciler: it watches Builds and their pods, and wakes a
 // BuildConfig's queued builds when one of their siblings changes.

@@ -27,6 +27,10 @@ type PodOptions struct {
 	// UnmaskedProc asks for procMount: Unmasked, so RUN steps get a fresh /proc (needs the
 	// ProcMountType feature and hostUsers: false).
 	UnmaskedProc bool
+	// InsecureRegistries are registries build pods may reach over plain HTTP or with
+	// unverified TLS (kiln build --insecure-registry): the controller's own list, so that one
+	// setting covers its base-image checks and the builds.
+	InsecureRegistries []string
 }
 
 // Paths inside the build pod.
@@ -139,6 +143,9 @@ func BuildPod(b *kilnv1.Build, o PodOptions) (*corev1.Pod, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	for _, r := range o.InsecureRegistries {
+		args = append(args, "--insecure-registry", r)
 	}
 	build := corev1.Container{
 		Name:  buildContainer,

@@ -222,3 +222,24 @@ func TestBuildPodSourceStrategy(t *testing.T) {
 		t.Error("both strategies accepted")
 	}
 }
+
+// The controller's --insecure-registry list reaches both kinds of build, before their
+// positional arguments.
+func TestBuildPodInsecureRegistries(t *testing.T) {
+	for _, strategy := range []kilnv1.BuildStrategy{
+		{Docker: &kilnv1.DockerStrategy{}},
+		{Source: &kilnv1.SourceStrategy{From: "registry.example/s2i/python:3"}},
+	} {
+		b := sampleBuild()
+		b.Spec.Strategy = strategy
+		pod, err := BuildPod(b, PodOptions{BuilderImage: "kiln", InsecureRegistries: []string{"10.0.0.1:5000", "reg.local"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := strings.Join(pod.Spec.Containers[0].Args, " ")
+		i := strings.Index(args, "--insecure-registry 10.0.0.1:5000 --insecure-registry reg.local ")
+		if i < 0 || i > strings.LastIndex(args, " /workspace/source") {
+			t.Errorf("args %q: want both --insecure-registry flags before the positional arguments", args)
+		}
+	}
+}
