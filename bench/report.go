@@ -277,6 +277,7 @@ func renderMarkdown(r *results) string {
 			fmt.Fprintf(&b, "### %s\n\n%s\n", mt.title, markdownTable(header, rows))
 		}
 		writeKilnOverhead(&b, g, r.Measurements)
+		writeTargets(&b, g, r.Measurements)
 	}
 	writeCacheLookup(&b, r.CacheLookup)
 	writeGoCacheMount(&b, r.GoCacheMount, r.Meta.Builders)

@@ -112,3 +112,16 @@ func TestRenderChart(t *testing.T) {
 		t.Errorf("renderChart with no measurements = %d bytes, %v; want nothing", len(empty), err)
 	}
 }
+
+func TestTargets(t *testing.T) {
+	md := renderMarkdown(sampleResults())
+	for _, want := range []string{
+		"## Targets\n",
+		"| (overhead − pull) ÷ tar\\|zstd floor | files-10k | 1.80× | ≤ 1.5× | **no** |",
+		"| peak RSS, with RUN programs (the highest workload) | chrony | 200 MiB | < 200 MiB | **no** |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("RESULTS.md lacks %q; got:\n%s", want, md)
+		}
+	}
+}
