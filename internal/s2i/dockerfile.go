@@ -58,8 +58,12 @@ func (g *generator) dockerfile() (string, error) {
 	for _, inj := range g.injections {
 		mounts = append(mounts, bindMount(inj.Source, inj.Dest))
 	}
-	// Through sh, as s2i runs it: a script without a #! line still runs.
+	// Through sh, as s2i runs it: a script without a #! line still runs. A script said to be
+	// in the image is looked for first, so that its absence is one clear message.
 	assemble := shQuote(g.assemble.path(scripts))
+	if g.assemble.InImage {
+		assemble = missingScriptGuard(g.assemble, scripts, o.Builder.Ref) + assemble
+	}
 	if g.plan.Incremental {
 		mounts = append(mounts, "--mount=type=bind,from="+stagePrevious+",source="+savedTar+",target="+savedTar)
 		assemble = restoreScript(path.Join(g.dest, "artifacts")) + assemble
@@ -135,6 +139,15 @@ func saveScript(p string) string {
 	return "if [ -x " + q + " ]; then " + q + " > " + savedTar +
 		" || { echo 'kiln s2i: save-artifacts failed: building without the previous artifacts' >&2; : > " + savedTar + "; }; " +
 		"else echo 'kiln s2i: the previous image has no executable '" + q + "': building without its artifacts' >&2; : > " + savedTar + "; fi"
+}
+
+// missingScriptGuard is the shell that stops a step, with a message saying what is missing and
+// where it was looked for, when the image lacks the script s its labels promise.
+func missingScriptGuard(s *Script, dir, image string) string {
+	p := s.path(dir)
+	msg := fmt.Sprintf("kiln s2i: no %s script in %s: %s, where the %s (%s) points, is missing; "+
+		"give --scripts-url, or add %s/%s to the source", s.Name, image, p, s.Origin, s.URL, sourceBinDir, s.Name)
+	return "[ -e " + shQuote(p) + " ] || { echo " + shQuote(msg) + " >&2; exit 127; }; "
 }
 
 // restoreScript unpacks the saved artifacts into dir before assemble runs.

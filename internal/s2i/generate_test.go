@@ -179,8 +179,9 @@ func TestBasicBuildFromImageScripts(t *testing.T) {
 		t.Errorf("COPY = %q, want %q", got, want)
 	}
 	r := runs(t, g, 0)
-	if len(r) != 1 || !reflect.DeepEqual(r[0].CmdLine, []string{"/bin/sh", "-c", "'/usr/libexec/s2i/assemble'"}) {
-		t.Errorf("RUN = %+v, want the image's assemble through sh", r)
+	if len(r) != 1 || len(r[0].CmdLine) != 3 || r[0].CmdLine[0] != "/bin/sh" || !strings.HasSuffix(r[0].CmdLine[2], "; '/usr/libexec/s2i/assemble'") ||
+		!strings.HasPrefix(r[0].CmdLine[2], "[ -e '/usr/libexec/s2i/assemble' ] || { echo 'kiln s2i: no assemble script in "+builderRef) {
+		t.Errorf("RUN = %+v, want the image's assemble through sh, after a check that it is there", r)
 	}
 	if got := cmdOf(t, g, 0); !reflect.DeepEqual(got, []string{"/usr/libexec/s2i/run"}) {
 		t.Errorf("CMD = %q", got)
@@ -267,6 +268,10 @@ func TestScriptsDownloadedOverHTTP(t *testing.T) {
 			w.Write([]byte("#!/bin/sh\necho downloaded\n"))
 			return
 		}
+		if strings.HasPrefix(r.URL.Path, "/broken/") {
+			http.Error(w, "boom", http.StatusInternalServerError)
+			return
+		}
 		http.NotFound(w, r)
 	}))
 	defer srv.Close()
@@ -279,6 +284,13 @@ func TestScriptsDownloadedOverHTTP(t *testing.T) {
 	}
 	if got := cmdOf(t, g, 0); !reflect.DeepEqual(got, []string{"/usr/libexec/s2i/run"}) {
 		t.Errorf("CMD = %q", got)
+	}
+	// A --scripts-url that does not answer (or answers 500) stops the build.
+	for _, u := range []string{srv.URL + "/broken/", "http://127.0.0.1:1/scripts"} {
+		_, err := Generate(context.Background(), Options{Builder: imageBuilder("root", nil), SourceDir: source(t), ScriptsURL: u, HTTPClient: srv.Client()}, t.TempDir(), "Dockerfile")
+		if err == nil || !strings.Contains(err.Error(), "--scripts-url "+u) {
+			t.Errorf("--scripts-url %s: %v, want an error naming it", u, err)
+		}
 	}
 }
 

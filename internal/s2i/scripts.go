@@ -55,6 +55,9 @@ func (s Script) path(dir string) string {
 type location struct {
 	origin string
 	url    string
+	// explicit is the user's own --scripts-url: when it cannot be reached at all, the build
+	// stops instead of quietly taking the scripts from somewhere else.
+	explicit bool
 	// One of: imageDir (image://), fileDir (file:// and .s2i/bin), httpBase (http(s)://).
 	imageDir, fileDir, httpBase string
 }
@@ -112,6 +115,7 @@ func newScriptFinder(userURL, sourceRoot string, img Image, client *http.Client)
 		if err != nil {
 			return nil, nil, err
 		}
+		loc.explicit = true
 		f.locations = append(f.locations, loc)
 	}
 	f.locations = append(f.locations, location{origin: "the source's " + sourceBinDir, url: sourceBinDir, fileDir: joinRel(sourceRoot, sourceBinDir)})
@@ -147,6 +151,12 @@ func (f *scriptFinder) find(ctx context.Context, name string) (Script, bool, err
 		if ctx.Err() != nil {
 			return Script{}, false, ctx.Err()
 		}
+		// A script the user's URL does not have is looked for further, as s2i does; a URL
+		// that does not answer is an error.
+		var nf *notFoundError
+		if loc.explicit && loc.httpBase != "" && !errors.As(err, &nf) {
+			return Script{}, false, fmt.Errorf("--scripts-url %s: fetching the %s script: %w", loc.url, name, err)
+		}
 		f.tried[name] = append(f.tried[name], fmt.Sprintf("%s: %v", loc.origin, err))
 	}
 	return Script{}, false, nil
@@ -168,6 +178,11 @@ func (f *scriptFinder) require(ctx context.Context, name, image string) (Script,
 	}
 	return s, nil
 }
+
+// notFoundError is a scripts URL answering that it has no such script.
+type notFoundError struct{ url, status string }
+
+func (e *notFoundError) Error() string { return fmt.Sprintf("GET %s: %s", e.url, e.status) }
 
 // readScriptFile reads a script from this machine; it must be a regular file.
 func readScriptFile(p string) ([]byte, error) {
@@ -195,6 +210,9 @@ func (f *scriptFinder) download(ctx context.Context, u string) ([]byte, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
+		return nil, &notFoundError{url: u, status: resp.Status}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s", u, resp.Status)
 	}

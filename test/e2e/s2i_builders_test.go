@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -44,6 +45,73 @@ func TestS2IBuilders(t *testing.T) {
 	t.Run("static-site", func(t *testing.T) { s2iStaticSite(t, u, store) })
 	t.Run("allowed-uids", func(t *testing.T) { s2iAllowedUIDs(t, u, store) })
 	t.Run("git-source", func(t *testing.T) { s2iGitSource(t, u, store) })
+	t.Run("script-overrides-and-errors", func(t *testing.T) { s2iOverridesAndErrors(t, u, store) })
+}
+
+// s2iOverridesAndErrors checks the script lookup order end to end (.s2i/bin over the builder's
+// label, --scripts-url file:// over both) and that a missing script, an unreachable scripts URL
+// and a missing source each fail with one error naming what was looked for and where.
+func s2iOverridesAndErrors(t *testing.T, u User, store string) {
+	src := contextFor(t, u, filepath.Join("testdata", "s2i", "site"))
+	assemble := func(dir, says string) {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		script := "#!/bin/sh\nset -e\necho '---> " + says + "'\nmkdir -p /opt/site/public\necho " + says + " > /opt/site/public/index.html\n"
+		if err := os.WriteFile(filepath.Join(dir, "assemble"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		a := u.lookup(t)
+		for p := dir; strings.HasPrefix(p, filepath.Dir(src)); p = filepath.Dir(p) {
+			if err := os.Lchown(p, a.uid, a.gid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Lchown(filepath.Join(dir, "assemble"), a.uid, a.gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assemble(filepath.Join(src, ".s2i", "bin"), "assemble from .s2i/bin of the source")
+	scripts := userDir(t, u, "scripts")
+	assemble(scripts, "assemble from --scripts-url")
+	runtime := []string{"--runtime-image", s2iStaticRuntime}
+
+	_, stderr := s2iBuild(t, u, store, append([]string{src, s2iStaticBuilder, "s2i-override:e2e"}, runtime...)...)
+	if !strings.Contains(stderr, "---> assemble from .s2i/bin of the source") || strings.Contains(stderr, "rendered about") {
+		t.Errorf(".s2i/bin/assemble did not replace the builder's:\n%s", tail(stderr, 20))
+	}
+	_, stderr = s2iBuild(t, u, store, append([]string{src, s2iStaticBuilder, "s2i-override:e2e", "--scripts-url", "file://" + scripts}, runtime...)...)
+	if !strings.Contains(stderr, "---> assemble from --scripts-url") {
+		t.Errorf("--scripts-url file:// did not replace both:\n%s", tail(stderr, 20))
+	}
+
+	// Without the override, for the errors: the builder's label is where scripts are found.
+	if err := os.RemoveAll(filepath.Join(src, ".s2i", "bin")); err != nil {
+		t.Fatal(err)
+	}
+	plain := src
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		// The runtime image has a run script but no assemble: the step says so before failing.
+		{[]string{plain, s2iStaticRuntime, "x:e2e"}, []string{"kiln s2i: no assemble script in " + s2iStaticRuntime + ": /usr/libexec/s2i/assemble, where the label io.openshift.s2i.scripts-url", ".s2i/bin/assemble"}},
+		{[]string{plain, s2iStaticBuilder, "x:e2e", "--scripts-url", "http://127.0.0.1:1/s2i"}, []string{"--scripts-url http://127.0.0.1:1/s2i: fetching the assemble script", "connection refused"}},
+		{[]string{filepath.Join(plain, "no-such-dir"), s2iStaticBuilder, "x:e2e"}, []string{"no-such-dir", "give a directory or a git URL"}},
+	} {
+		_, stderr, err := runKiln(t, u, append([]string{"s2i", "build", "--root", store}, tc.args...)...)
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		last := lines[len(lines)-1]
+		if err == nil || !strings.HasPrefix(last, "kiln: error: ") {
+			t.Errorf("kiln s2i build %s: %v, want a failure ending in one error line:\n%s", strings.Join(tc.args, " "), err, tail(stderr, 10))
+			continue
+		}
+		for _, want := range tc.want {
+			if !strings.Contains(stderr, want) {
+				t.Errorf("kiln s2i build %s: the output lacks %q:\n%s", strings.Join(tc.args, " "), want, tail(stderr, 6))
+			}
+		}
+	}
 }
 
 // s2iPython builds the Python sample twice, the second time incrementally, and runs both.
