@@ -6,7 +6,7 @@ GOTEST_TIMEOUT ?= 60m
 STATICCHECK ?= $(firstword $(wildcard $(HOME)/go/bin/staticcheck) $(shell command -v staticcheck 2>/dev/null))
 
 .PHONY: seccomp images all build test setup fixtures-debian vet unit lint hello clean kube-assets generate bench \
-	cluster-up cluster-down
+	cluster-up cluster-down test-cluster test-all
 
 all: build
 
@@ -75,6 +75,16 @@ cluster-up:
 ## cluster-down: stop that cluster and remove everything it made
 cluster-down:
 	./test/cluster/down.sh
+
+## test-all: the whole suite, what CI runs: make test, then (if it passed) make test-cluster
+test-all: test
+	$(MAKE) test-cluster
+
+## test-cluster: the end-to-end suite on a real cluster (test/cluster/e2e; needs root): brings the
+## cluster up, runs the suite, and always brings the cluster down (test/cluster/test.sh). CI runs
+## it after make test
+test-cluster: build
+	GO=$(GO) ./test/cluster/test.sh
 
 ## seccomp: regenerate config/seccomp/kiln-seccomp.json (containerd's default + kiln's calls)
 seccomp:

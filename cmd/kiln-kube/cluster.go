@@ -226,9 +226,20 @@ func (c *cluster) printLog(ctx context.Context, name string, follow bool, w io.W
 	return nil
 }
 
-// streamPodLog copies the logs of a build pod's containers, in order.
+// streamPodLog copies the logs of a build pod's containers, in order. Following, it waits for
+// each container to start: the kubelet refuses the log of a container that has not started
+// yet, and the build container starts only once fetch-source has ended.
 func (c *cluster) streamPodLog(ctx context.Context, pod string, follow bool, w io.Writer) error {
 	for _, container := range []string{"fetch-source", "build"} {
+		if follow {
+			started, err := c.waitStarted(ctx, pod, container)
+			if err != nil {
+				return err
+			}
+			if !started {
+				continue // the pod ended without running it
+			}
+		}
 		rc, err := c.clientset.CoreV1().Pods(c.namespace).GetLogs(pod, &corev1.PodLogOptions{Container: container, Follow: follow}).Stream(ctx)
 		if apierrors.IsBadRequest(err) {
 			continue // the container has not started: nothing to show yet
@@ -243,6 +254,30 @@ func (c *cluster) streamPodLog(ctx context.Context, pod string, follow bool, w i
 		}
 	}
 	return nil
+}
+
+// waitStarted waits until a container of pod has started (it runs or has ended); false when
+// the pod ended, or is being deleted, without starting it.
+func (c *cluster) waitStarted(ctx context.Context, pod, container string) (bool, error) {
+	for {
+		p, err := c.clientset.CoreV1().Pods(c.namespace).Get(ctx, pod, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, cs := range append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+			if cs.Name == container && (cs.State.Running != nil || cs.State.Terminated != nil) {
+				return true, nil
+			}
+		}
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed || p.DeletionTimestamp != nil {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 func newStartBuildCommand() *cobra.Command {

@@ -68,7 +68,9 @@ kill_pod_processes() {
 	mapfile -t dirs < <(cgroup_dirs)
 	((${#dirs[@]} > 0)) || return 0
 	for round in $(seq 1 50); do
-		pids=$(find "${dirs[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u | tr '\n' ' ')
+		# Cgroups vanish while find walks them (their pods are dying): find then fails, and
+		# under pipefail and set -e that must not end down.sh.
+		pids=$({ find "${dirs[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null || true; } | sort -u | tr '\n' ' ')
 		[[ -n ${pids// /} ]] || return 0
 		((round == 1)) && log "pods: killing $(wc -w <<<"$pids") processes"
 		# shellcheck disable=SC2086
