@@ -41,7 +41,9 @@ func run() error {
 	flag.StringVar(&pods.SeccompProfile, "seccomp-profile", "kiln/kiln-seccomp.json",
 		"Localhost seccomp profile of build pods, relative to the kubelet's seccomp directory; empty for RuntimeDefault")
 	flag.StringVar(&storeLimit, "store-size-limit", "20Gi", "size limit of the emptyDir that holds a build's store")
-	flag.BoolVar(&pods.UnmaskedProc, "unmasked-proc", false, "give build pods procMount: Unmasked (needs the ProcMountType feature)")
+	flag.BoolVar(&pods.UnmaskedProc, "unmasked-proc", true,
+		"give build pods procMount: Unmasked, so that RUN steps get a /proc of their own that shows none of kiln's processes "+
+			"(the ProcMountType feature; where the cluster lacks it the field is dropped and RUN steps see a read-only view of the pod's /proc)")
 	flag.StringVar(&webhookAddr, "webhook-bind-address", ":8443",
 		`address of the Generic and GitHub webhook server (plain HTTP: TLS is terminated by the Service or ingress); "0" turns it off`)
 	flag.Func("insecure-registry", "allow plain HTTP or unverified TLS for this registry, in the controller's base-image checks and in build pods (repeatable)",

@@ -193,12 +193,41 @@ func newLogsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return c.printLog(cmd.Context(), name, follow, os.Stdout)
+			if err := c.printLog(cmd.Context(), name, follow, os.Stdout); err != nil || !follow {
+				return err
+			}
+			return c.outcome(cmd.Context(), name)
 		},
 	}
 	f.register(cmd.Flags())
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log of a running build until it ends")
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log of a running build until it ends (exit status 1 unless it ends Complete)")
 	return cmd
+}
+
+// outcome waits (a minute at most) for the build's phase to be final once its log has ended,
+// and turns anything but Complete into an error, so that a followed build's exit status says
+// how it ended.
+func (c *cluster) outcome(ctx context.Context, name string) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var b kilnv1.Build
+		if err := c.client.Get(ctx, client.ObjectKey{Namespace: c.namespace, Name: name}, &b); err != nil {
+			return fmt.Errorf("reading the outcome of build %s: %w", name, err)
+		}
+		switch {
+		case b.Status.Phase == kilnv1.BuildPhaseComplete:
+			return nil
+		case b.Status.Phase.Final():
+			return fmt.Errorf("build %s ended %s (%s): %s", name, b.Status.Phase, b.Status.Reason, b.Status.Message)
+		case time.Now().After(deadline):
+			return fmt.Errorf("build %s is still %s a minute after its log ended", name, b.Status.Phase)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // printLog writes a build's log to w.
@@ -325,7 +354,10 @@ func newStartBuildCommand() *cobra.Command {
 				}
 			}
 			if follow {
-				return c.printLog(ctx, b.Name, true, os.Stdout)
+				if err := c.printLog(ctx, b.Name, true, os.Stdout); err != nil {
+					return err
+				}
+				return c.outcome(ctx, b.Name)
 			}
 			fmt.Println(b.Name)
 			return nil

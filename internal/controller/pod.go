@@ -125,7 +125,9 @@ func BuildPod(b *kilnv1.Build, o PodOptions) (*corev1.Pod, error) {
 		fetch.Stdin, fetch.StdinOnce = true, true
 	}
 	if src.Dockerfile != nil && docker != nil {
-		fetch.Env = append(fetch.Env, corev1.EnvVar{Name: "KILN_DOCKERFILE", Value: *src.Dockerfile})
+		// The kubelet expands $(NAME) and $$ in env values: doubling every $ keeps the
+		// Dockerfile as written ("$$" in a RUN stays "$$").
+		fetch.Env = append(fetch.Env, corev1.EnvVar{Name: "KILN_DOCKERFILE", Value: strings.ReplaceAll(*src.Dockerfile, "$", "$$")})
 		fetch.Args = append(fetch.Args, "--dockerfile-from-env", "KILN_DOCKERFILE",
 			"--dockerfile-path", path.Join(src.ContextDir, dockerfilePath(b)))
 	}

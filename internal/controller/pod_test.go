@@ -243,3 +243,25 @@ func TestBuildPodInsecureRegistries(t *testing.T) {
 		}
 	}
 }
+
+// An inline Dockerfile travels in an env value, which the kubelet expands: every $ is doubled
+// so that the fetch container gets it as written.
+func TestBuildPodInlineDockerfileKeepsDollars(t *testing.T) {
+	b := sampleBuild()
+	df := "FROM busybox\nRUN echo $$ $(HOME) ${X}\n"
+	b.Spec.Source = kilnv1.BuildSource{Dockerfile: &df}
+	b.Spec.Strategy = kilnv1.BuildStrategy{Docker: &kilnv1.DockerStrategy{}}
+	pod, err := BuildPod(b, PodOptions{BuilderImage: "kiln"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range pod.Spec.InitContainers[0].Env {
+		if e.Name == "KILN_DOCKERFILE" {
+			if want := "FROM busybox\nRUN echo $$$$ $$(HOME) $${X}\n"; e.Value != want {
+				t.Errorf("KILN_DOCKERFILE = %q, want %q (what the kubelet turns back into the Dockerfile)", e.Value, want)
+			}
+			return
+		}
+	}
+	t.Error("no KILN_DOCKERFILE in the fetch container")
+}

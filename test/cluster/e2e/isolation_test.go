@@ -79,10 +79,11 @@ var probeLine = regexp.MustCompile(`(?m)^PROBE-[A-Z]+ .*$`)
 //     environ and root.
 //
 // It finds none of the files or secrets, signals none of kiln's processes and reads none of
-// their environments or roots. With the cluster's default procMount, the RUN's /proc is a
-// read-only view of the pod's, so it does see the builder's pids and command lines (kiln doctor
-// says so: "FAIL proc"); the subtest with procMount: Unmasked (a pod rendered by
-// controller.BuildPod, run directly) asserts that the RUN then sees none of them.
+// their environments or roots. Run by the controller (procMount: Unmasked, its default), the
+// RUN sees none of kiln's processes at all. The other subtest renders the pod with the
+// Default procMount, as on a cluster without the ProcMountType feature, and runs it directly:
+// the RUN's /proc is then a read-only view of the pod's, and it does see the builder's pids and
+// command lines (kiln doctor says so: "FAIL proc"), though it still cannot signal or read them.
 func TestHostileDockerfile(t *testing.T) {
 	e := needCluster(t)
 	canary := "kiln-e2e-canary-" + randomHex(12)
@@ -116,14 +117,14 @@ func TestHostileDockerfile(t *testing.T) {
 
 	for _, unmasked := range []bool{false, true} {
 		name := map[bool]string{false: "hostile", true: "hostile-unmasked"}[unmasked]
-		how := map[bool]string{false: "run by the controller (procMount Default)", true: "procMount Unmasked, pod rendered by controller.BuildPod"}[unmasked]
+		how := map[bool]string{true: "run by the controller (procMount Unmasked, its default)", false: "procMount Default, pod rendered by controller.BuildPod"}[unmasked]
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()
 			b := e.inlineBuild(name, dockerfile)
 			b.Spec.Output.PushSecret = &corev1.LocalObjectReference{Name: "push-creds"}
 			var log string
-			if unmasked {
-				pod, err := controller.BuildPod(b, e.podOptions(true))
+			if !unmasked {
+				pod, err := controller.BuildPod(b, e.podOptions(false))
 				if err != nil {
 					t.Fatalf("rendering the build pod: %v", err)
 				}
