@@ -9,7 +9,7 @@ import (
 	"io"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -42,7 +42,8 @@ func NewBlobWriter(w io.Writer, compression string) (*BlobWriter, error) {
 	b := &BlobWriter{raw: newHashCounter(io.Discard), compressed: newHashCounter(w)}
 	switch compression {
 	case Gzip, "":
-		b.enc = gzip.NewWriter(b.compressed)
+		// Parallel gzip (pigz's method) at the default level: one gzip member any reader takes.
+		b.enc = newPgzipWriter(b.compressed, flate.DefaultCompression)
 	case Zstd:
 		enc, err := zstd.NewWriter(b.compressed, zstd.WithEncoderConcurrency(2))
 		if err != nil {
