@@ -79,7 +79,7 @@ func Detect(ctx context.Context, storeDir string) Report {
 	if startErr == nil {
 		r.Checks = append(r.Checks, probe...)
 	}
-	r.Checks = append(r.Checks, confinementChecks()...)
+	r.Checks = append(r.Checks, confinementChecks(startErr == nil)...)
 	return r
 }
 
@@ -163,16 +163,22 @@ func subIDCheck() Check {
 	return c
 }
 
-// confinementChecks reports the process's seccomp and AppArmor confinement.
-func confinementChecks() []Check {
+// confinementChecks reports the process's seccomp and AppArmor confinement. nsOK says whether
+// kiln could create its user namespace: a seccomp filter is then evidently one kiln can live
+// with, and otherwise a likely cause.
+func confinementChecks(nsOK bool) []Check {
 	sc := Check{Name: "seccomp", OK: true}
 	switch mode := seccompMode(); mode {
 	case "0":
 		sc.Detail = "no filter"
 	case "2":
-		sc.Detail = "a filter is active (Seccomp: 2); it is fine as long as namespaces could be created"
-		sc.Remedy = "if user namespaces, mount or pivot_root fail: run with seccompProfile type Unconfined, or a Localhost profile " +
-			"that is containerd's default plus unshare, clone with namespace flags, mount, umount2 and pivot_root"
+		sc.Detail = "a filter is active (Seccomp: 2) and lets kiln create its namespaces"
+		if !nsOK {
+			sc.OK = false
+			sc.Detail = "a filter is active (Seccomp: 2); it may be what refuses the user namespace"
+			sc.Remedy = "run with seccompProfile type Localhost and kiln's profile (config/seccomp/kiln-seccomp.json: containerd's " +
+				"default plus unshare, clone with namespace flags, mount, umount2 and pivot_root), or Unconfined"
+		}
 	default:
 		sc.Detail = "Seccomp: " + mode
 	}
