@@ -36,6 +36,7 @@ type pgzipWriter struct {
 	sem     chan struct{}         // bounds the blocks being compressed
 	done    chan error            // the writing goroutine's result
 	pool    sync.Pool             // *flate.Writer
+	blocks  sync.Pool             // *[]byte: input blocks and output buffers, reused
 	err     error                 // a failure seen by Close, returned from then on
 	closed  bool
 }
@@ -71,6 +72,7 @@ func (z *pgzipWriter) drain() {
 		if err == nil {
 			_, err = z.w.Write(r.data)
 		}
+		z.putBuf(r.data)
 	}
 	z.done <- err
 }
@@ -83,10 +85,12 @@ func (z *pgzipWriter) Write(p []byte) (int, error) {
 	z.size += uint32(len(p))
 	n := len(p)
 	for len(p) > 0 {
-		k := copy(z.cur[len(z.cur):cap(z.cur)], p)
+		// Blocks are cut at pgzipBlockSize exactly, whatever the buffer's capacity: the cuts,
+		// and so the output, depend on the input alone.
+		k := copy(z.cur[len(z.cur):pgzipBlockSize], p)
 		z.cur = z.cur[:len(z.cur)+k]
 		p = p[k:]
-		if len(z.cur) == cap(z.cur) {
+		if len(z.cur) == pgzipBlockSize {
 			z.submit(false)
 		}
 	}
@@ -96,25 +100,42 @@ func (z *pgzipWriter) Write(p []byte) (int, error) {
 // submit hands the current block to a compressing goroutine and starts a new one.
 func (z *pgzipWriter) submit(last bool) {
 	block, dict := z.cur, z.dict
-	res := make(chan pgzipResult, 1)
-	z.pending <- res
-	z.sem <- struct{}{}
-	go func() {
-		defer func() { <-z.sem }()
-		res <- z.compress(block, dict, last)
-	}()
-	// The next block's dictionary, copied so that it does not keep this block alive.
+	// The next block's dictionary, copied now: once compressed, block goes back to the pool.
 	next := make([]byte, 0, pgzipWindow)
 	if len(block) < pgzipWindow {
 		next = append(next, dict[max(len(dict)+len(block)-pgzipWindow, 0):]...)
 	}
 	z.dict = append(next, block[max(len(block)-pgzipWindow, 0):]...)
-	z.cur = make([]byte, 0, pgzipBlockSize)
+	res := make(chan pgzipResult, 1)
+	z.pending <- res
+	z.sem <- struct{}{}
+	go func() {
+		defer func() { <-z.sem }()
+		r := z.compress(block, dict, last)
+		z.putBuf(block)
+		res <- r
+	}()
+	z.cur = z.getBuf()
+}
+
+// getBuf returns an empty buffer of pgzipBlockSize capacity (plus room for deflate's worst
+// case), new or reused: a layer of gigabytes would otherwise be as many gigabytes of garbage.
+func (z *pgzipWriter) getBuf() []byte {
+	if b, ok := z.blocks.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, pgzipBlockSize+pgzipBlockSize/64+1024)
+}
+
+func (z *pgzipWriter) putBuf(b []byte) {
+	if cap(b) >= pgzipBlockSize {
+		z.blocks.Put(&b)
+	}
 }
 
 // compress deflates one block primed with dict; last ends the stream.
 func (z *pgzipWriter) compress(block, dict []byte, last bool) pgzipResult {
-	var out bytesBuffer
+	out := bytesBuffer{b: z.getBuf()}
 	fw, _ := z.pool.Get().(*flate.Writer)
 	if fw == nil {
 		var err error
