@@ -22,8 +22,9 @@ import (
 
 // TestDoctorInBuildPod runs kiln doctor in the build pod as the controller renders it
 // (controller.BuildPod with the options the cluster's controller has), with the builder's
-// arguments replaced by `doctor`: once as deployed (procMount Default), once with procMount
-// Unmasked (the controller's --unmasked-proc). The output goes to the summary.
+// arguments replaced by `doctor`: once with procMount Unmasked (the controller's
+// --unmasked-proc, its default), once with Default (a cluster without ProcMountType). The
+// output goes to the summary.
 func TestDoctorInBuildPod(t *testing.T) {
 	e := needCluster(t)
 	for _, unmasked := range []bool{false, true} {
@@ -238,7 +239,7 @@ func checkProbe(t *testing.T, results []string, unmasked bool, npaths int) {
 	case unmasked:
 		summaryf(t, "hostile RUN, procMount Unmasked: nothing found; /proc shows %d processes, all its own (sandbox init and shell); kiln's builder is invisible", len(procs))
 	default:
-		summaryf(t, "hostile RUN, procMount Default (as deployed): nothing found in %d files or %d paths; sees %d of kiln's builder processes in /proc (pids and command lines: the masked-/proc fallback, kiln doctor's FAIL proc) but cannot signal them or read their environ or root", files, npaths, len(builders))
+		summaryf(t, "hostile RUN, procMount Default (a cluster without ProcMountType): nothing found in %d files or %d paths; sees %d of kiln's builder processes in /proc (pids and command lines: the masked-/proc fallback, kiln doctor's FAIL proc) but cannot signal them or read their environ or root", files, npaths, len(builders))
 	}
 }
 
