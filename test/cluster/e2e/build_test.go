@@ -96,16 +96,7 @@ func TestGitBuild(t *testing.T) {
 	})
 
 	t.Run("built image runs as a pod", func(t *testing.T) {
-		image := strings.TrimSuffix(ref, ":latest") + "@" + first.Status.Output.Digest
-		phase, log := e.runPod(t, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "git-app-run"},
-			Spec: corev1.PodSpec{
-				RestartPolicy:                corev1.RestartPolicyNever,
-				AutomountServiceAccountToken: ptr.To(false),
-				EnableServiceLinks:           ptr.To(false),
-				Containers:                   []corev1.Container{{Name: "app", Image: image}},
-			},
-		}, 3*time.Minute)
+		image, phase, log := e.runBuiltImage(t, "git-app-run", ref, first)
 		want := files["hello.txt"] + files["run.txt"] + "counted to 500000\n1000\n"
 		if phase != corev1.PodSucceeded || log != want {
 			t.Errorf("the pod running %s ended %s and printed:\n%s\nwant:\n%s", image, phase, indent(log), indent(want))

@@ -247,6 +247,23 @@ func (e *clusterEnv) runPod(t *testing.T, pod *corev1.Pod, timeout time.Duration
 
 // ---------------------------------------------------------------- tools
 
+// runBuiltImage runs the image a build pushed to ref (by the digest in its status) as a pod
+// named name, with nothing from the cluster mounted, and returns how it ended and its log.
+func (e *clusterEnv) runBuiltImage(t *testing.T, name, ref string, b *kilnv1.Build) (string, corev1.PodPhase, string) {
+	t.Helper()
+	image := strings.TrimSuffix(ref, ":latest") + "@" + b.Status.Output.Digest
+	phase, log := e.runPod(t, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                corev1.RestartPolicyNever,
+			AutomountServiceAccountToken: ptr.To(false),
+			EnableServiceLinks:           ptr.To(false),
+			Containers:                   []corev1.Container{{Name: "app", Image: image}},
+		},
+	}, 3*time.Minute)
+	return image, phase, log
+}
+
 // kilnCmd runs bin/kiln (which execs bin/kiln-kube for the client verbs) on the run's namespace.
 func (e *clusterEnv) kilnCmd(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, e.kiln, append(args, "-n", e.ns)...)

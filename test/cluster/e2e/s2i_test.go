@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 
 	kilnv1 "github.com/kiln-build/kiln/api/v1alpha1"
 )
@@ -57,16 +56,7 @@ func TestSourceStrategyBuild(t *testing.T) {
 	}
 	checkBuildPodSpec(t, pod)
 
-	image := strings.TrimSuffix(ref, ":latest") + "@" + b.Status.Output.Digest
-	phase, out := e.runPod(t, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "s2i-app-run"},
-		Spec: corev1.PodSpec{
-			RestartPolicy:                corev1.RestartPolicyNever,
-			AutomountServiceAccountToken: ptr.To(false),
-			EnableServiceLinks:           ptr.To(false),
-			Containers:                   []corev1.Container{{Name: "app", Image: image}},
-		},
-	}, 3*time.Minute)
+	image, phase, out := e.runBuiltImage(t, "s2i-app-run", ref, b)
 	if want := files["app.txt"]; phase != corev1.PodSucceeded || out != want {
 		t.Errorf("the pod running %s ended %s and printed %q, want %q (the s2i run script printing the assembled app)", image, phase, out, want)
 	}
