@@ -69,7 +69,7 @@ func (b *BlobWriter) compress() {
 	if b.enc != nil {
 		out = b.enc
 	}
-	if _, err := io.Copy(out, onlyReader{b.pipe}); err != nil {
+	if _, err := io.Copy(out, b.pipe); err != nil {
 		b.err = err
 		return
 	}
@@ -79,9 +79,6 @@ func (b *BlobWriter) compress() {
 		}
 	}
 }
-
-// onlyReader hides every method of a reader but Read, so io.Copy uses its own loop.
-type onlyReader struct{ io.Reader }
 
 // Write hashes p as layer content and queues it for the compressor. It fails once the
 // compressor has failed.

@@ -1,6 +1,7 @@
 package archive
 
 import (
+	"bytes"
 	"encoding/binary"
 	"hash"
 	"hash/crc32"
@@ -135,15 +136,15 @@ func (z *pgzipWriter) putBuf(b []byte) {
 
 // compress deflates one block primed with dict; last ends the stream.
 func (z *pgzipWriter) compress(block, dict []byte, last bool) pgzipResult {
-	out := bytesBuffer{b: z.getBuf()}
+	out := bytes.NewBuffer(z.getBuf())
 	fw, _ := z.pool.Get().(*flate.Writer)
 	if fw == nil {
 		var err error
-		if fw, err = flate.NewWriterDict(&out, z.level, dict); err != nil {
+		if fw, err = flate.NewWriterDict(out, z.level, dict); err != nil {
 			return pgzipResult{err: err}
 		}
 	} else {
-		fw.ResetDict(&out, dict)
+		fw.ResetDict(out, dict)
 	}
 	defer z.pool.Put(fw)
 	if _, err := fw.Write(block); err != nil {
@@ -155,7 +156,7 @@ func (z *pgzipWriter) compress(block, dict []byte, last bool) pgzipResult {
 	} else {
 		err = fw.Flush()
 	}
-	return pgzipResult{data: out.b, err: err}
+	return pgzipResult{data: out.Bytes(), err: err}
 }
 
 // Close compresses what is left, waits for every block and writes the trailer.
@@ -178,12 +179,4 @@ func (z *pgzipWriter) Close() error {
 		return err
 	}
 	return nil
-}
-
-// bytesBuffer is the minimal growing buffer a compressing goroutine writes into.
-type bytesBuffer struct{ b []byte }
-
-func (b *bytesBuffer) Write(p []byte) (int, error) {
-	b.b = append(b.b, p...)
-	return len(p), nil
 }
