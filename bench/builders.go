@@ -65,8 +65,16 @@ func (h *harness) newRunDir(w workload, parts ...string) (runDir, error) {
 		runRoot: filepath.Join(root, "runroot"), tmp: filepath.Join(root, "tmp"),
 		oci: filepath.Join(root, "oci"), metadata: filepath.Join(root, "metadata.json"),
 	}
+	if err := unmountFreshFS(root); err != nil {
+		return rd, err
+	}
 	if err := os.RemoveAll(root); err != nil {
 		return rd, fmt.Errorf("clearing %s: %w", root, err)
+	}
+	if h.cfg.freshFS {
+		if err := mountFreshFS(context.Background(), root); err != nil {
+			return rd, err
+		}
 	}
 	for _, d := range []string{root, rd.store, rd.runRoot, rd.tmp} {
 		if err := h.env.acct.mkdirOwned(d, 0o755); err != nil {
@@ -97,6 +105,10 @@ func (h *harness) resetStore(rd runDir) error {
 func (h *harness) removeRunDir(rd runDir) {
 	if h.cfg.keep {
 		return
+	}
+	// Unmounting first makes the removal cheap: the filesystem goes with its image.
+	if err := unmountFreshFS(rd.root); err != nil {
+		h.logf("warning: %v", err)
 	}
 	if err := os.RemoveAll(rd.root); err != nil {
 		h.logf("warning: removing %s: %v", rd.root, err)

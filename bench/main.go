@@ -46,7 +46,9 @@ type config struct {
 	aptProxy  string
 	timeout   time.Duration
 	keep      bool
-	cmdLine   string
+	// freshFS gives each run a new ext4 filesystem of its own (freshfs.go).
+	freshFS bool
+	cmdLine string
 	// render only re-renders RESULTS.md and results.png from outDir/results.json.
 	render bool
 }
@@ -84,6 +86,7 @@ func parseFlags(args []string) (config, error) {
 	aptProxy := fs.String("apt-proxy", "http://127.0.0.1:3142", "apt proxy passed to both builders as --build-arg http_proxy")
 	timeout := fs.Duration("timeout", 3*time.Hour, "limit for one build")
 	keep := fs.Bool("keep", false, "keep each run's store and context under -workdir (for debugging; uses a lot of disk)")
+	freshFS := fs.Bool("fresh-fs", true, "give each run a new ext4 filesystem (a sparse image on a loop device under -workdir), so no run creates files among the last run's just-deleted ones")
 	render := fs.Bool("render", false, "only re-render RESULTS.md and results.png from the results.json in -out")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -92,7 +95,7 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg := config{
-		runs: *runs, user: *user, aptProxy: *aptProxy, timeout: *timeout, keep: *keep, render: *render,
+		runs: *runs, user: *user, aptProxy: *aptProxy, timeout: *timeout, keep: *keep, render: *render, freshFS: *freshFS,
 		cmdLine: strings.Join(append([]string{"go run ./bench"}, args...), " "),
 	}
 	if cfg.runs < 1 {

@@ -22,6 +22,7 @@ func collectMeta(ctx context.Context, cfg config, env machineEnv) meta {
 		Workloads:   cfg.workloads,
 		User:        env.acct.name,
 		WorkDir:     cfg.workDir,
+		FreshFS:     cfg.freshFS,
 	}
 	m.CPU = procField("/proc/cpuinfo", "model name")
 	if kb, err := strconv.ParseInt(strings.Fields(procField("/proc/meminfo", "MemTotal") + " 0")[0], 10, 64); err == nil {

@@ -154,3 +154,17 @@ func TestLayoutImageSizes(t *testing.T) {
 		t.Errorf("the only image of a layout should be found whatever its name: %v", err)
 	}
 }
+
+func TestUnescapeMountPath(t *testing.T) {
+	for in, want := range map[string]string{
+		"/var/tmp/kiln-bench/runs/gcc-kiln-1": "/var/tmp/kiln-bench/runs/gcc-kiln-1",
+		`/a\040b`:                             "/a b",
+		`/tab\011x\134y`:                      "/tab\tx\\y",
+		`/short\04`:                           `/short\04`,
+		`/not\08x`:                            `/not\08x`,
+	} {
+		if got := unescapeMountPath(in); got != want {
+			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

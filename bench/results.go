@@ -25,6 +25,8 @@ type meta struct {
 	Workloads      []string `json:"workloads"`
 	User           string   `json:"user"`
 	WorkDir        string   `json:"workDir"`
+	// FreshFS says each run had a new filesystem of its own (-fresh-fs).
+	FreshFS bool `json:"freshFS,omitempty"`
 }
 
 // measurement is one build of one workload by one builder: the rows of the

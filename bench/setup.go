@@ -75,6 +75,9 @@ func setUp(ctx context.Context, cfg config) (machineEnv, error) {
 		return env, fmt.Errorf("creating the work directory: %w", err)
 	}
 	// Left-overs of an earlier, interrupted benchmark.
+	if err := unmountFreshFS(env.runsDir); err != nil {
+		return env, err
+	}
 	for _, dir := range []string{env.runsDir, env.logsDir} {
 		if err := os.RemoveAll(dir); err != nil {
 			return env, fmt.Errorf("clearing %s: %w", dir, err)
