@@ -105,13 +105,20 @@ func hasTrigger(bc *kilnv1.BuildConfig, t kilnv1.TriggerType) bool {
 // Instantiate starts build number lastVersion+1 of the BuildConfig key names, with a copy of
 // its spec, for cause. The number is taken by updating the BuildConfig's status first, so two
 // starters never get the same one. configChange marks the current generation as built. The
-// controller's triggers and `kiln start-build` both start builds this way.
+// controller's triggers and `kiln start-build` both start builds this way. With configChange,
+// a generation already marked built starts nothing and gives a nil build: two reconciles of one
+// change, the second reading a stale cache, start one build (the status update that marks the
+// generation conflicts for the second, which then reads it marked).
 // Each edit changes the new build before it is created (kiln start-build --env).
 func Instantiate(ctx context.Context, c client.Client, key client.ObjectKey, cause kilnv1.BuildTriggerCause, configChange bool, edits ...func(*kilnv1.Build)) (*kilnv1.Build, error) {
 	var bc kilnv1.BuildConfig
+	built := false
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if err := c.Get(ctx, key, &bc); err != nil {
 			return err
+		}
+		if built = configChange && bc.Status.ObservedGeneration == bc.Generation; built {
+			return nil
 		}
 		bc.Status.LastVersion++
 		if configChange {
@@ -121,6 +128,9 @@ func Instantiate(ctx context.Context, c client.Client, key client.ObjectKey, cau
 	})
 	if err != nil {
 		return nil, fmt.Errorf("numbering a new build of %s: %w", key, err)
+	}
+	if built {
+		return nil, nil
 	}
 	n := bc.Status.LastVersion
 	b := &kilnv1.Build{
