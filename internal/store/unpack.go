@@ -214,8 +214,9 @@ func (s *Store) openCompressed(l v1.Layer, digest v1.Hash) (io.ReadCloser, *blob
 
 // decompressAndExtract detects the compression of r (gzip, zstd or none), extracts the tar
 // into dir and returns the digest of the uncompressed stream (the diffID), read to its end.
-// Reading r, decompressing and hashing run in a goroutine of their own, ahead of the
-// extraction; closeSrc makes a read of r that hangs return, when extraction fails.
+// Reading r and decompressing run in a goroutine of their own, ahead of the extraction,
+// which hashes the tar it reads; closeSrc makes a read of r that hangs return, when
+// extraction fails.
 func decompressAndExtract(ctx context.Context, r io.Reader, closeSrc func(), dir string, opts archive.ExtractOptions) (v1.Hash, error) {
 	uncompressed := sha256.New()
 	tarStream := archive.ReadAhead(func(w io.Writer) error {
@@ -238,14 +239,16 @@ func decompressAndExtract(ctx context.Context, r io.Reader, closeSrc func(), dir
 			defer zr.Close()
 			src = zr
 		}
-		_, err := io.Copy(w, io.TeeReader(src, uncompressed))
+		_, err := io.Copy(w, src)
 		return err
 	}, closeSrc)
 	defer tarStream.Close()
-	if err := archive.Extract(ctx, tarStream, dir, opts); err != nil {
+	// The extracting side hashes what it reads: decompression, the longer task, runs alone.
+	hashed := io.TeeReader(tarStream, uncompressed)
+	if err := archive.Extract(ctx, hashed, dir, opts); err != nil {
 		return v1.Hash{}, err
 	}
-	if _, err := io.Copy(io.Discard, tarStream); err != nil {
+	if _, err := io.Copy(io.Discard, hashed); err != nil {
 		return v1.Hash{}, fmt.Errorf("reading the end of the layer: %w", err)
 	}
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(uncompressed.Sum(nil))}, nil
