@@ -93,7 +93,8 @@ type Result struct {
 	Steps []StepTime `json:"steps,omitempty"`
 }
 
-// StepTime is how long a step that ran took, and the part of it spent committing its layer.
+// StepTime is how long a step that ran held its stage (Seconds), and how long its layer then
+// took to write (CommitSeconds), in the background while the stage's later steps ran.
 type StepTime struct {
 	Step          string  `json:"step"`
 	Seconds       float64 `json:"seconds"`

@@ -102,28 +102,30 @@ type copyActive struct {
 
 func (a *copyActive) Root() string { return filepath.Join(a.dir, "rootfs") }
 
-// Commit writes what differs between the root and the lowers, in overlay format, to a diff
-// directory, writes that as the layer and renames it to dest.
-func (a *copyActive) Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error {
+// Seal writes what differs between the root and the lowers, in overlay format, to a diff
+// directory and renames it to dest.
+func (a *copyActive) Seal(ctx context.Context, dest string) error {
 	defer a.Release()
 	if _, err := os.Lstat(dest); err == nil {
-		return fmt.Errorf("committing snapshot %s: destination %s exists", a.dir, dest)
+		return fmt.Errorf("sealing snapshot %s: destination %s exists", a.dir, dest)
 	}
 	diff := filepath.Join(a.dir, "diff")
 	if err := os.Mkdir(diff, 0o755); err != nil {
-		return fmt.Errorf("committing snapshot %s: %w", a.dir, err)
+		return fmt.Errorf("sealing snapshot %s: %w", a.dir, err)
 	}
 	d := &differ{copier: newCopier()}
 	if _, err := d.diffDir(ctx, a.Root(), a.lowers, diff); err != nil {
-		return fmt.Errorf("committing snapshot %s: comparing with its lowers: %w", a.dir, err)
-	}
-	if err := archive.WriteDiff(ctx, w, diff, opts); err != nil {
-		return fmt.Errorf("committing snapshot %s: %w", a.dir, err)
+		return fmt.Errorf("sealing snapshot %s: comparing with its lowers: %w", a.dir, err)
 	}
 	if err := os.Rename(diff, dest); err != nil {
-		return fmt.Errorf("committing snapshot %s: moving its diff to %s: %w", a.dir, dest, err)
+		return fmt.Errorf("sealing snapshot %s: moving its diff to %s: %w", a.dir, dest, err)
 	}
 	return nil
+}
+
+// Commit seals the snapshot and writes dest as a layer.
+func (a *copyActive) Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error {
+	return commitSealed(ctx, a, w, dest, opts)
 }
 
 // Release deletes the snapshot.

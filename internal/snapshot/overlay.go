@@ -145,25 +145,27 @@ func (a *overlayActive) unmount() error {
 	return nil
 }
 
-// Commit unmounts the overlay, writes the upper dir as a layer and renames it to dest.
-func (a *overlayActive) Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error {
+// Seal unmounts the overlay and renames its upper dir, the diff, to dest.
+func (a *overlayActive) Seal(ctx context.Context, dest string) error {
 	defer a.Release()
 	if _, err := os.Lstat(dest); err == nil {
-		return fmt.Errorf("committing snapshot %s: destination %s exists", a.dir, dest)
+		return fmt.Errorf("sealing snapshot %s: destination %s exists", a.dir, dest)
 	}
 	if err := a.unmount(); err != nil {
-		return fmt.Errorf("committing snapshot %s: %w", a.dir, err)
+		return fmt.Errorf("sealing snapshot %s: %w", a.dir, err)
 	}
 	if err := pruneUnchangedDirs(ctx, a.upper(), a.lowers); err != nil {
-		return fmt.Errorf("committing snapshot %s: %w", a.dir, err)
-	}
-	if err := archive.WriteDiff(ctx, w, a.upper(), opts); err != nil {
-		return fmt.Errorf("committing snapshot %s: %w", a.dir, err)
+		return fmt.Errorf("sealing snapshot %s: %w", a.dir, err)
 	}
 	if err := os.Rename(a.upper(), dest); err != nil {
-		return fmt.Errorf("committing snapshot %s: moving its diff to %s: %w", a.dir, dest, err)
+		return fmt.Errorf("sealing snapshot %s: moving its diff to %s: %w", a.dir, dest, err)
 	}
 	return nil
+}
+
+// Commit seals the snapshot and writes dest as a layer.
+func (a *overlayActive) Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error {
+	return commitSealed(ctx, a, w, dest, opts)
 }
 
 // Release unmounts the overlay and deletes the snapshot's directory.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/kiln-build/kiln/internal/archive"
 )
@@ -37,6 +38,11 @@ type Active interface {
 	// a lower later. Commit releases the snapshot, also when it fails (dest then does not
 	// exist).
 	Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error
+	// Seal is Commit without writing the layer: it moves the snapshot's changes, in overlay
+	// format, to dest and releases the snapshot. dest can serve as a lower at once, and
+	// archive.WriteDiff of dest writes the layer Commit would have written, also while dest is a
+	// lower of later snapshots (a lower is only read).
+	Seal(ctx context.Context, dest string) error
 	// Release unmounts and deletes the snapshot without committing. Safe to call after Commit
 	// and more than once.
 	Release() error
@@ -77,4 +83,17 @@ func New(root, driver string, opts Options) (Snapshotter, error) {
 	default:
 		return nil, fmt.Errorf("unknown snapshotter %q (want overlay, copy, or empty for automatic)", driver)
 	}
+}
+
+// commitSealed is Commit for either snapshotter: a sealed, then dest written to w as a layer.
+// dest is removed when the layer cannot be written.
+func commitSealed(ctx context.Context, a Active, w io.Writer, dest string, opts archive.WriteOptions) error {
+	if err := a.Seal(ctx, dest); err != nil {
+		return err
+	}
+	if err := archive.WriteDiff(ctx, w, dest, opts); err != nil {
+		_ = os.RemoveAll(dest)
+		return fmt.Errorf("committing snapshot to %s: %w", dest, err)
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -145,4 +146,68 @@ func commit(t *testing.T, a Active, dest string) ([]byte, map[string]*tar.Header
 		hdrs[h.Name] = h
 	}
 	return buf.Bytes(), hdrs
+}
+
+// TestSealedDiffIsALowerWhileWritten seals a snapshot, builds on its diff at once and writes the
+// diff as a layer while the next snapshot changes what it sees: what the solver does to write
+// a step's layer while later steps run. The layer must come out the same as after the next
+// snapshot is gone, and the next snapshot's changes must not reach the sealed diff.
+func TestSealedDiffIsALowerWhileWritten(t *testing.T) {
+	ctx := context.Background()
+	for _, d := range drivers() {
+		t.Run(d.name, func(t *testing.T) {
+			store := t.TempDir()
+			s, err := d.new(filepath.Join(store, "snapshots"))
+			must(t, err)
+			a, err := s.Prepare(ctx, nil)
+			must(t, err)
+			f := fsT{t, a.Root()}
+			for i := range 200 {
+				f.write(fmt.Sprintf("d%d/f%d", i%7, i), strings.Repeat("x", i*37), 0o644)
+			}
+			sealed := filepath.Join(store, "sealed")
+			must(t, a.Seal(ctx, sealed))
+
+			next, err := s.Prepare(ctx, []string{sealed})
+			must(t, err)
+			defer next.Release()
+			var during bytes.Buffer
+			written := make(chan error, 1)
+			go func() { written <- archive.WriteDiff(ctx, &during, sealed, archive.WriteOptions{}) }()
+			g := fsT{t, next.Root()}
+			for i := range 200 {
+				switch i % 3 {
+				case 0:
+					g.write(fmt.Sprintf("d%d/f%d", i%7, i), "changed", 0o600)
+				case 1:
+					g.rm(fmt.Sprintf("d%d/f%d", i%7, i))
+				}
+			}
+			g.rm("d3")
+			must(t, <-written)
+			must(t, next.Release())
+
+			var after bytes.Buffer
+			must(t, archive.WriteDiff(ctx, &after, sealed, archive.WriteOptions{}))
+			if !bytes.Equal(during.Bytes(), after.Bytes()) {
+				t.Fatalf("the layer written while the diff was a lower (%d bytes) differs from the one written after (%d bytes)", during.Len(), after.Len())
+			}
+			hdrs := map[string]bool{}
+			tr := tar.NewReader(&after)
+			for {
+				h, err := tr.Next()
+				if err == io.EOF {
+					break
+				}
+				must(t, err)
+				hdrs[h.Name] = true
+			}
+			if len(hdrs) != 200+7 {
+				t.Errorf("the layer has %d entries, want 207 (200 files in 7 directories)", len(hdrs))
+			}
+			sf := fsT{t, sealed}
+			sf.content("d0/f0", "")
+			sf.content("d3/f3", strings.Repeat("x", 3*37))
+		})
+	}
 }

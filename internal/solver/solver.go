@@ -75,12 +75,13 @@ type Result struct {
 	// RunTime is the time spent inside RUN processes, summed over steps (stages that run
 	// concurrently add up).
 	RunTime time.Duration
-	// Timings are the steps that ran (not the cache hits), in the order they finished.
+	// Timings are the steps that ran (not the cache hits), each stage's in step order.
 	Timings []StepTiming
 }
 
-// StepTiming is how long one step that changed the filesystem took, and how much of that
-// went to committing its layer (writing the diff as a compressed blob and storing it).
+// StepTiming is how long one step that changed the filesystem held its stage (Took: its
+// command, and moving its diff out of the snapshot), and how long its layer took to write as
+// a compressed blob (Commit), which the stage's later steps overlap (commit.go).
 type StepTiming struct {
 	Step         string // the step as the progress output names it, "[stage 1/2] RUN ..."
 	Took, Commit time.Duration
@@ -177,15 +178,22 @@ func (s *Solver) waitStage(ctx context.Context, i int) (*stageState, error) {
 	return r.state, nil
 }
 
-// progress writes step lines; it serialises writes from concurrent stages.
+// progress writes step lines; it serialises writes from concurrent stages and from layers
+// being written, and starts each step line on a line of its own.
 type progress struct {
 	mu sync.Mutex
 	w  io.Writer
+	// midLine is set when RUN output last written did not end its line.
+	midLine bool
 }
 
 func (p *progress) printf(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.midLine {
+		io.WriteString(p.w, "\n")
+		p.midLine = false
+	}
 	fmt.Fprintf(p.w, format, args...)
 }
 
@@ -193,5 +201,9 @@ func (p *progress) printf(format string, args ...any) {
 func (p *progress) Write(b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.w.Write(b)
+	n, err := p.w.Write(b)
+	if n > 0 {
+		p.midLine = b[n-1] != '\n'
+	}
+	return n, err
 }

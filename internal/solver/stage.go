@@ -3,9 +3,7 @@ package solver
 import (
 	"context"
 	"fmt"
-	"io"
 	"maps"
-	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -13,14 +11,11 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 
 	"github.com/kiln-build/kiln/internal/archive"
 	"github.com/kiln-build/kiln/internal/frontend"
 	"github.com/kiln-build/kiln/internal/image"
-	"github.com/kiln-build/kiln/internal/snapshot"
-	"github.com/kiln-build/kiln/internal/store"
 )
 
 // stageState is a stage being built: the image config so far, its layers and their unpacked
@@ -43,6 +38,8 @@ type stageState struct {
 	// mu guards dirs while pending layers are fetched (see materialize): other stages read
 	// a finished stage's rootfs concurrently.
 	mu sync.Mutex
+	// commits are the layers being written, in step order (commit.go).
+	commits []*pendingCommit
 }
 
 func (s *Solver) buildStage(ctx context.Context, i int) (*stageState, error) {
@@ -53,25 +50,39 @@ func (s *Solver) buildStage(ctx context.Context, i int) (*stageState, error) {
 		return nil, plan.Errorf(stage.Line, "FROM %s: %w", stage.Base, err)
 	}
 	s.out.printf("%s FROM %s\n", plan.Describe(i), stage.Base)
-	triggers, err := frontend.ParseTriggers(plan.File, st.cfg.Config.OnBuild)
+	err = st.runCommands(ctx, stage)
+	// The layers of the steps that ran are written and cached, also when a later step failed.
+	if ferr := st.finishCommits(); ferr != nil && err == nil {
+		err = plan.Errorf(stage.Line, "writing the layers of %s: %w", plan.Describe(i), ferr)
+	}
 	if err != nil {
 		return nil, err
+	}
+	return st, nil
+}
+
+// runCommands runs the base image's ONBUILD triggers, then the stage's commands.
+func (st *stageState) runCommands(ctx context.Context, stage *frontend.Stage) error {
+	plan := st.s.cfg.Plan
+	triggers, err := frontend.ParseTriggers(plan.File, st.cfg.Config.OnBuild)
+	if err != nil {
+		return err
 	}
 	st.cfg.Config.OnBuild = nil
 	for _, cmd := range triggers {
 		if err := st.dispatch(ctx, cmd, "ONBUILD "); err != nil {
-			return nil, plan.Errorf(stage.Line, "ONBUILD trigger %s of the base image: %w", cmd, err)
+			return plan.Errorf(stage.Line, "ONBUILD trigger %s of the base image: %w", cmd, err)
 		}
 	}
 	for _, cmd := range stage.Commands {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		if err := st.dispatch(ctx, cmd, ""); err != nil {
-			return nil, plan.Errorf(frontend.Line(cmd), "%s: %w", commandText(cmd), err)
+			return plan.Errorf(frontend.Line(cmd), "%s: %w", commandText(cmd), err)
 		}
 	}
-	return st, nil
+	return nil
 }
 
 // baseState resolves a stage's FROM: scratch, an earlier stage or an image.
@@ -202,9 +213,9 @@ func (st *stageState) addHistory(createdBy string, emptyLayer bool, recorded tim
 }
 
 // changeFS runs fn on a writable snapshot of the stage's rootfs and commits what it changed as
-// a new layer. A step that changes nothing adds no layer (its history says empty_layer).
-// key is the step's cache key (stepKey), "" when the step must not be cached: a step recorded
-// under the same key is reused without running fn.
+// a new layer, written while the stage goes on (commit.go). A step that changes nothing adds
+// no layer (its history says empty_layer). key is the step's cache key (stepKey), "" when the
+// step must not be cached: a step recorded under the same key is reused without running fn.
 func (st *stageState) changeFS(ctx context.Context, createdBy, key string, fn func(root string) error) error {
 	if key != "" && st.reuse(createdBy, key) {
 		return nil
@@ -222,39 +233,7 @@ func (st *stageState) changeFS(ctx context.Context, createdBy, key string, fn fu
 	if err := fn(active.Root()); err != nil {
 		return err
 	}
-	commitStart := time.Now()
-	layer, dir, err := st.s.commit(ctx, active)
-	if err != nil {
-		return err
-	}
-	took := time.Since(start).Round(time.Millisecond)
-	st.s.mu.Lock()
-	st.s.timings = append(st.s.timings, StepTiming{Step: st.s.cfg.Plan.Describe(st.index) + " " + createdBy,
-		Took: time.Since(start), Commit: time.Since(commitStart)})
-	st.s.mu.Unlock()
-	step := store.CachedStep{Created: st.stepTime(time.Time{})}
-	if layer != nil {
-		step.Layer, step.DiffID = &layer.Desc, &layer.Diff
-	}
-	if key != "" {
-		if err := st.s.cfg.Store.RecordStep(key, step); err != nil {
-			return err
-		}
-		st.key = key
-		st.steps = append(st.steps, Step{Key: key, CachedStep: step})
-	}
-	if layer == nil {
-		st.s.out.printf("%s --> %s, no changes\n", st.s.cfg.Plan.Describe(st.index), took)
-		st.addHistory(createdBy, true, step.Created)
-		return nil
-	}
-	st.s.out.printf("%s --> %s, layer %s (%s)\n", st.s.cfg.Plan.Describe(st.index), took, layer.Desc.Digest.Hex[:12], humanBytes(layer.Desc.Size))
-	st.mu.Lock()
-	st.layers = append(st.layers, layer)
-	st.dirs = append(st.dirs, dir)
-	st.mu.Unlock()
-	st.addHistory(createdBy, false, step.Created)
-	return nil
+	return st.sealAndCommit(ctx, active, createdBy, key, start)
 }
 
 // reuse applies the step recorded under key, when a cache has it and the stage may use the
@@ -294,63 +273,6 @@ func humanBytes(n int64) string {
 
 // emptyTarSize is the size of a layer tar without entries (two zero blocks).
 const emptyTarSize = 1024
-
-// commit writes a snapshot's diff as a compressed blob into the store while hashing it, and
-// stores the diff directory as an unpacked layer. It returns nil, "" when nothing changed.
-func (s *Solver) commit(ctx context.Context, active snapshot.Active) (*image.Layer, string, error) {
-	tmp, err := s.cfg.Store.TempDir("commit-")
-	if err != nil {
-		return nil, "", err
-	}
-	defer os.RemoveAll(tmp)
-	dest := tmp + "/diff"
-	pr, pw := io.Pipe()
-	type written struct {
-		digest v1.Hash
-		size   int64
-		err    error
-	}
-	done := make(chan written, 1)
-	go func() {
-		d, n, err := s.cfg.Store.WriteBlob(ctx, pr, v1.Hash{})
-		pr.CloseWithError(err)
-		done <- written{d, n, err}
-	}()
-	bw, err := archive.NewBlobWriter(pw, string(s.cfg.Compression))
-	if err != nil {
-		pw.CloseWithError(err)
-		<-done
-		return nil, "", err
-	}
-	err = active.Commit(ctx, bw, dest, archive.WriteOptions{SourceDateEpoch: s.cfg.SourceDateEpoch})
-	if cerr := bw.Close(); err == nil {
-		err = cerr
-	}
-	pw.CloseWithError(err)
-	w := <-done
-	if err != nil {
-		return nil, "", fmt.Errorf("committing layer: %w", err)
-	}
-	if w.err != nil {
-		return nil, "", fmt.Errorf("storing layer blob: %w", w.err)
-	}
-	if bw.UncompressedSize() <= emptyTarSize {
-		return nil, "", nil
-	}
-	dir, err := s.cfg.Store.AddLayerDir(dest, bw.DiffID())
-	if err != nil {
-		return nil, "", err
-	}
-	mt, err := image.LayerMediaType(image.OCI, s.cfg.Compression)
-	if err != nil {
-		return nil, "", err
-	}
-	return &image.Layer{
-		Path: s.cfg.Store.BlobPath(w.digest),
-		Desc: v1.Descriptor{MediaType: types.MediaType(mt), Size: w.size, Digest: w.digest},
-		Diff: bw.DiffID(),
-	}, dir, nil
-}
 
 // commandText is an instruction as written, for errors and history.
 func commandText(cmd instructions.Command) string {

@@ -33,7 +33,7 @@ CMD ["cat", "/built"]
 `
 
 // stepLine is a step's result line: "[stage 1/2 builder] --> cached, layer ..." or
-// "[stage 2/2] --> 12ms, layer ...".
+// "[stage 2/2] --> 12ms, writing its layer".
 var stepLine = regexp.MustCompile(`(?m)^(\[stage [^]]*\]) --> (cached|[0-9.]+[µm]?s)`)
 
 // stepResults lists, in order, whether each file-changing step came from the cache.
