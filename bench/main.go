@@ -48,6 +48,8 @@ type config struct {
 	keep      bool
 	// freshFS gives each run a new ext4 filesystem of its own (freshfs.go).
 	freshFS bool
+	// warm builds each apt workload once, untimed, before the timed runs.
+	warm    bool
 	cmdLine string
 	// render only re-renders RESULTS.md and results.png from outDir/results.json.
 	render bool
@@ -87,6 +89,7 @@ func parseFlags(args []string) (config, error) {
 	timeout := fs.Duration("timeout", 3*time.Hour, "limit for one build")
 	keep := fs.Bool("keep", false, "keep each run's store and context under -workdir (for debugging; uses a lot of disk)")
 	freshFS := fs.Bool("fresh-fs", true, "give each run a new ext4 filesystem (a sparse image on a loop device under -workdir), so no run creates files among the last run's just-deleted ones")
+	warm := fs.Bool("warm", true, "build each apt workload once, untimed, to fill apt-cacher-ng before timing (-warm=false when it is full already: large's warm-up builds take about 15 minutes)")
 	render := fs.Bool("render", false, "only re-render RESULTS.md and results.png from the results.json in -out")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -95,7 +98,7 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg := config{
-		runs: *runs, user: *user, aptProxy: *aptProxy, timeout: *timeout, keep: *keep, render: *render, freshFS: *freshFS,
+		runs: *runs, user: *user, aptProxy: *aptProxy, timeout: *timeout, keep: *keep, render: *render, freshFS: *freshFS, warm: *warm,
 		cmdLine: strings.Join(append([]string{"go run ./bench"}, args...), " "),
 	}
 	if cfg.runs < 1 {
@@ -207,7 +210,11 @@ func run(ctx context.Context, cfg config) error {
 		}
 		selected = append(selected, w)
 	}
-	res.Notes = append(res.Notes, h.warmAptProxy(ctx, selected)...)
+	if cfg.warm {
+		res.Notes = append(res.Notes, h.warmAptProxy(ctx, selected)...)
+	} else {
+		res.Notes = append(res.Notes, "no untimed warm-up builds (-warm=false): apt-cacher-ng was expected to hold every package already")
+	}
 	for _, w := range selected {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("interrupted before %s: %w", w.name, err)
