@@ -42,6 +42,7 @@ type pendingCommit struct {
 	step      int // index in steps; -1 for a step that is not cached
 	createdBy string
 	stage     string    // the stage as progress lines name it
+	line      int       // the step's Dockerfile line
 	started   time.Time // the step's start
 	sealed    time.Duration
 
@@ -59,7 +60,7 @@ func (st *stageState) sealAndCommit(ctx context.Context, active snapshot.Active,
 		return err
 	}
 	p := &pendingCommit{done: make(chan struct{}), tmp: tmp, dest: tmp + "/diff", key: key, createdBy: createdBy, started: started, step: -1,
-		stage: st.s.cfg.Plan.Describe(st.index)}
+		stage: st.s.cfg.Plan.Describe(st.index), line: st.line}
 	if err := active.Seal(ctx, p.dest); err != nil {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("committing layer: %w", err)
@@ -105,20 +106,22 @@ func (p *pendingCommit) write(ctx context.Context, s *Solver) {
 	switch {
 	case p.err != nil:
 	case p.result == nil:
-		s.out.printf("%s %s: no changes, no layer\n", p.stage, shortStep(p.createdBy))
+		s.out.printf("%s %s: no changes, no layer\n", p.stage, p.name(s.cfg.Plan.File))
 	default:
-		s.out.printf("%s %s: layer %s (%s), written in %s\n", p.stage, shortStep(p.createdBy), p.result.Desc.Digest.Hex[:12],
+		s.out.printf("%s %s: layer %s (%s), written in %s\n", p.stage, p.name(s.cfg.Plan.File), p.result.Desc.Digest.Hex[:12],
 			humanBytes(p.result.Desc.Size), p.took.Round(time.Millisecond))
 	}
 }
 
-// shortStep is a step's text cut to a length that fits a progress line.
-func shortStep(createdBy string) string {
+// name names the step in a progress line: its text, cut to fit, and its place in the
+// Dockerfile, as in "RUN apt-get update && apt-get inst… (Dockerfile:7)".
+func (p *pendingCommit) name(file string) string {
 	const max = 40
-	if r := []rune(createdBy); len(r) > max {
-		return string(r[:max-1]) + "…"
+	text := p.createdBy
+	if r := []rune(text); len(r) > max {
+		text = string(r[:max-1]) + "…"
 	}
-	return createdBy
+	return fmt.Sprintf("%s (%s:%d)", text, file, p.line)
 }
 
 // writeLayer writes the layer directory dir as a compressed blob into the store while hashing

@@ -40,6 +40,8 @@ type stageState struct {
 	mu sync.Mutex
 	// commits are the layers being written, in step order (commit.go).
 	commits []*pendingCommit
+	// line is the Dockerfile line of the step running, which progress lines about its layer name.
+	line int
 }
 
 func (s *Solver) buildStage(ctx context.Context, i int) (*stageState, error) {
@@ -69,6 +71,7 @@ func (st *stageState) runCommands(ctx context.Context, stage *frontend.Stage) er
 		return err
 	}
 	st.cfg.Config.OnBuild = nil
+	st.line = stage.Line
 	for _, cmd := range triggers {
 		if err := st.dispatch(ctx, cmd, "ONBUILD "); err != nil {
 			return plan.Errorf(stage.Line, "ONBUILD trigger %s of the base image: %w", cmd, err)
@@ -78,6 +81,7 @@ func (st *stageState) runCommands(ctx context.Context, stage *frontend.Stage) er
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		st.line = frontend.Line(cmd)
 		if err := st.dispatch(ctx, cmd, ""); err != nil {
 			return plan.Errorf(frontend.Line(cmd), "%s: %w", commandText(cmd), err)
 		}
