@@ -144,6 +144,9 @@ func (h *harness) buildArgv(b builder, w workload, rd runDir, buildArgs, extra [
 	var argv []string
 	if b.kiln {
 		argv = []string{h.env.kilnBin, "build", "--root", rd.store, "--metadata-file", rd.metadata, "-t", tag(w)}
+		if c := h.cfg.kilnCompression; c != "" {
+			argv = append(argv, "--compression", c)
+		}
 	} else {
 		argv = []string{"buildah", "--root", rd.store, "--runroot", rd.runRoot, "--storage-driver", b.driver,
 			"bud", "--isolation", "chroot", "--layers", "--pull", "--tls-verify=false", "--network", "host", "-t", tag(w)}

@@ -49,8 +49,10 @@ type config struct {
 	// freshFS gives each run a new ext4 filesystem of its own (freshfs.go).
 	freshFS bool
 	// warm builds each apt workload once, untimed, before the timed runs.
-	warm    bool
-	cmdLine string
+	warm bool
+	// kilnCompression is kiln's --compression, "" for its default (gzip).
+	kilnCompression string
+	cmdLine         string
 	// render only re-renders RESULTS.md and results.png from outDir/results.json.
 	render bool
 }
@@ -90,6 +92,7 @@ func parseFlags(args []string) (config, error) {
 	keep := fs.Bool("keep", false, "keep each run's store and context under -workdir (for debugging; uses a lot of disk)")
 	freshFS := fs.Bool("fresh-fs", true, "give each run a new ext4 filesystem (a sparse image on a loop device under -workdir), so no run creates files among the last run's just-deleted ones")
 	warm := fs.Bool("warm", true, "build each apt workload once, untimed, to fill apt-cacher-ng before timing (-warm=false when it is full already: large's warm-up builds take about 15 minutes)")
+	kilnCompression := fs.String("kiln-compression", "", "kiln's --compression (gzip, zstd); empty for its default, gzip")
 	render := fs.Bool("render", false, "only re-render RESULTS.md and results.png from the results.json in -out")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -98,7 +101,7 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	cfg := config{
-		runs: *runs, user: *user, aptProxy: *aptProxy, timeout: *timeout, keep: *keep, render: *render, freshFS: *freshFS, warm: *warm,
+		runs: *runs, user: *user, aptProxy: *aptProxy, timeout: *timeout, keep: *keep, render: *render, freshFS: *freshFS, warm: *warm, kilnCompression: *kilnCompression,
 		cmdLine: strings.Join(append([]string{"go run ./bench"}, args...), " "),
 	}
 	if cfg.runs < 1 {

@@ -14,15 +14,16 @@ import (
 // collectMeta describes the machine, the versions and the command line.
 func collectMeta(ctx context.Context, cfg config, env machineEnv) meta {
 	m := meta{
-		Date:        time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		Cores:       runtime.NumCPU(),
-		CommandLine: cfg.cmdLine,
-		Runs:        cfg.runs,
-		Builders:    cfg.builders,
-		Workloads:   cfg.workloads,
-		User:        env.acct.name,
-		WorkDir:     cfg.workDir,
-		FreshFS:     cfg.freshFS,
+		Date:            time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		Cores:           runtime.NumCPU(),
+		CommandLine:     cfg.cmdLine,
+		Runs:            cfg.runs,
+		Builders:        cfg.builders,
+		Workloads:       cfg.workloads,
+		User:            env.acct.name,
+		WorkDir:         cfg.workDir,
+		FreshFS:         cfg.freshFS,
+		KilnCompression: cfg.kilnCompression,
 	}
 	m.CPU = procField("/proc/cpuinfo", "model name")
 	if kb, err := strconv.ParseInt(strings.Fields(procField("/proc/meminfo", "MemTotal") + " 0")[0], 10, 64); err == nil {

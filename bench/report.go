@@ -291,7 +291,11 @@ func writeHeader(b *strings.Builder, m meta) {
 	fmt.Fprintf(b, "Written by the benchmark harness (`bench/`) from its own measurements; rerun it to refresh them.\n\n")
 	fmt.Fprintf(b, "- **Date:** %s\n", m.Date)
 	fmt.Fprintf(b, "- **Machine:** %d cores (%s), %s RAM, kernel %s\n", m.Cores, m.CPU, formatBytes(m.MemoryBytes), m.Kernel)
-	fmt.Fprintf(b, "- **kiln:** commit %s\n", m.KilnCommit)
+	compression := "gzip, its default"
+	if m.KilnCompression != "" {
+		compression = "`--compression " + m.KilnCompression + "`"
+	}
+	fmt.Fprintf(b, "- **kiln:** commit %s; layers compressed with %s\n", m.KilnCommit, compression)
 	fmt.Fprintf(b, "- **buildah:** %s\n", m.BuildahVersion)
 	fmt.Fprintf(b, "- **Command:** `%s`\n", m.CommandLine)
 	fmt.Fprintf(b, "- **Runs:** %d per workload and builder, builders alternating within each run (%s), all as user `%s`\n\n",

@@ -27,6 +27,8 @@ type meta struct {
 	WorkDir        string   `json:"workDir"`
 	// FreshFS says each run had a new filesystem of its own (-fresh-fs).
 	FreshFS bool `json:"freshFS,omitempty"`
+	// KilnCompression is kiln's --compression, "" for its default (gzip).
+	KilnCompression string `json:"kilnCompression,omitempty"`
 }
 
 // measurement is one build of one workload by one builder: the rows of the
