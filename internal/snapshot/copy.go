@@ -3,18 +3,15 @@ package snapshot
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/kiln-build/kiln/internal/archive"
 )
 
 // copySnapshotter is the fallback snapshotter: each snapshot is a plain copy of its merged
-// lowers, and Commit finds the changes by comparing the copy with the lowers.
+// lowers, and Seal finds the changes by comparing the copy with the lowers.
 type copySnapshotter struct {
 	root string
 }
@@ -121,11 +118,6 @@ func (a *copyActive) Seal(ctx context.Context, dest string) error {
 		return fmt.Errorf("sealing snapshot %s: moving its diff to %s: %w", a.dir, dest, err)
 	}
 	return nil
-}
-
-// Commit seals the snapshot and writes dest as a layer.
-func (a *copyActive) Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error {
-	return commitSealed(ctx, a, w, dest, opts)
 }
 
 // Release deletes the snapshot.

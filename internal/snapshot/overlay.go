@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/kiln-build/kiln/internal/archive"
 )
 
 // overlay is the overlayfs snapshotter. Each snapshot is a directory under root holding
@@ -161,11 +158,6 @@ func (a *overlayActive) Seal(ctx context.Context, dest string) error {
 		return fmt.Errorf("sealing snapshot %s: moving its diff to %s: %w", a.dir, dest, err)
 	}
 	return nil
-}
-
-// Commit seals the snapshot and writes dest as a layer.
-func (a *overlayActive) Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error {
-	return commitSealed(ctx, a, w, dest, opts)
 }
 
 // Release unmounts the overlay and deletes the snapshot's directory.

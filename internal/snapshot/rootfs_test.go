@@ -62,7 +62,7 @@ func TestRealRootfsDrivers(t *testing.T) {
 		fs.mkdir("etc/apt")
 		fs.write("etc/apt/sources.list", "deb http://deb.debian.org/debian bookworm main\n", 0o644)
 		var buf bytes.Buffer
-		must(t, a.Commit(ctx, &buf, filepath.Join(store, "layers", d.name), archive.WriteOptions{SourceDateEpoch: &epoch}))
+		must(t, commitLayer(ctx, a, &buf, filepath.Join(store, "layers", d.name), archive.WriteOptions{SourceDateEpoch: &epoch}))
 		layers[d.name] = buf.Bytes()
 	}
 	ov, cp := layers["overlay"], layers["copy"]

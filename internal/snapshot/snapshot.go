@@ -2,17 +2,13 @@
 // directories and turns what changed in them into layers. Two snapshotters share one
 // interface and one conformance suite: overlay (overlayfs mounted inside kiln's user
 // namespace; the upper dir is the diff) and copy (a plain copy of the lowers, diffed by
-// comparison when committed) for hosts where overlayfs cannot be mounted.
+// comparison when sealed) for hosts where overlayfs cannot be mounted.
 package snapshot
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"os"
-
-	"github.com/kiln-build/kiln/internal/archive"
 )
 
 // ErrUnsupported is wrapped by NewOverlay's error when overlayfs cannot be mounted at the
@@ -32,18 +28,13 @@ type Snapshotter interface {
 type Active interface {
 	// Root is the merged, writable root filesystem.
 	Root() string
-	// Commit writes the snapshot's changes relative to its lowers as an uncompressed OCI layer
-	// tar to w (archive.WriteDiff rules) and moves them, in overlay format, to dest (a path that
-	// must not exist yet, on the same filesystem as the snapshotter's root), so dest can serve as
-	// a lower later. Commit releases the snapshot, also when it fails (dest then does not
-	// exist).
-	Commit(ctx context.Context, w io.Writer, dest string, opts archive.WriteOptions) error
-	// Seal is Commit without writing the layer: it moves the snapshot's changes, in overlay
-	// format, to dest and releases the snapshot. dest can serve as a lower at once, and
-	// archive.WriteDiff of dest writes the layer Commit would have written, also while dest is a
-	// lower of later snapshots (a lower is only read).
+	// Seal moves the snapshot's changes relative to its lowers, in overlay format, to dest (a
+	// path that must not exist yet, on the same filesystem as the snapshotter's root) and
+	// releases the snapshot, also when it fails (dest then does not exist). dest can serve as a
+	// lower at once, and archive.WriteDiff of dest writes the layer, also while dest is a lower
+	// of later snapshots (a lower is only read).
 	Seal(ctx context.Context, dest string) error
-	// Release unmounts and deletes the snapshot without committing. Safe to call after Commit
+	// Release unmounts and deletes the snapshot without sealing it. Safe to call after Seal
 	// and more than once.
 	Release() error
 }
@@ -83,17 +74,4 @@ func New(root, driver string, opts Options) (Snapshotter, error) {
 	default:
 		return nil, fmt.Errorf("unknown snapshotter %q (want overlay, copy, or empty for automatic)", driver)
 	}
-}
-
-// commitSealed is Commit for either snapshotter: a sealed, then dest written to w as a layer.
-// dest is removed when the layer cannot be written.
-func commitSealed(ctx context.Context, a Active, w io.Writer, dest string, opts archive.WriteOptions) error {
-	if err := a.Seal(ctx, dest); err != nil {
-		return err
-	}
-	if err := archive.WriteDiff(ctx, w, dest, opts); err != nil {
-		_ = os.RemoveAll(dest)
-		return fmt.Errorf("committing snapshot to %s: %w", dest, err)
-	}
-	return nil
 }

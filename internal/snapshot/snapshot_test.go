@@ -127,11 +127,11 @@ func canChown(t *testing.T) bool {
 func commit(t *testing.T, a Active, dest string) ([]byte, map[string]*tar.Header) {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := a.Commit(context.Background(), &buf, dest, archive.WriteOptions{}); err != nil {
+	if err := commitLayer(context.Background(), a, &buf, dest, archive.WriteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Release(); err != nil {
-		t.Fatalf("Release after Commit: %v", err)
+		t.Fatalf("Release after Seal: %v", err)
 	}
 	hdrs := map[string]*tar.Header{}
 	tr := tar.NewReader(bytes.NewReader(buf.Bytes()))
@@ -210,4 +210,17 @@ func TestSealedDiffIsALowerWhileWritten(t *testing.T) {
 			sf.content("d3/f3", strings.Repeat("x", 3*37))
 		})
 	}
+}
+
+// commitLayer seals a to dest and writes dest to w as a layer, as the solver does (there, the
+// write runs while later steps use dest). dest is removed when the layer cannot be written.
+func commitLayer(ctx context.Context, a Active, w io.Writer, dest string, opts archive.WriteOptions) error {
+	if err := a.Seal(ctx, dest); err != nil {
+		return err
+	}
+	if err := archive.WriteDiff(ctx, w, dest, opts); err != nil {
+		os.RemoveAll(dest)
+		return fmt.Errorf("committing snapshot to %s: %w", dest, err)
+	}
+	return nil
 }

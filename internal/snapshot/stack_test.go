@@ -75,7 +75,7 @@ func TestEmptyAndLifecycle(t *testing.T) {
 
 			a, err = s.Prepare(ctx, []string{filepath.Join(store, "empty")})
 			must(t, err)
-			err = a.Commit(ctx, io.Discard, filepath.Join(store, "empty"), archive.WriteOptions{})
+			err = commitLayer(ctx, a, io.Discard, filepath.Join(store, "empty"), archive.WriteOptions{})
 			if err == nil || !strings.Contains(err.Error(), "exists") {
 				t.Errorf("commit onto an existing dest: %v", err)
 			}
@@ -113,7 +113,7 @@ func TestOverlayUnsupported(t *testing.T) {
 	must(t, err)
 	fsT{t, a.Root()}.write("x", "y", 0o644)
 	var buf bytes.Buffer
-	must(t, a.Commit(ctx, &buf, filepath.Join(outer.Root(), "store", "layer"), archive.WriteOptions{}))
+	must(t, commitLayer(ctx, a, &buf, filepath.Join(outer.Root(), "store", "layer"), archive.WriteOptions{}))
 	if _, err := New(nested, "zfs", Options{}); err == nil {
 		t.Error("unknown driver accepted")
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -33,17 +34,15 @@ type pendingCommit struct {
 	done chan struct{}
 	// prev is the stage's commit before this one, which this one waits for.
 	prev *pendingCommit
-	tmp  string // the commit's temporary directory, holding dest
-	dest string // the sealed diff: a lower of later steps until the stage ends
+	dest string // the sealed diff, in a temporary directory of its own: a lower of later steps until the stage ends
 	// Where the step's entries are in the stage, filled in by finishCommits.
 	key       string
 	layer     int // index in layers and dirs
 	history   int // index in cfg.History
 	step      int // index in steps; -1 for a step that is not cached
 	createdBy string
-	stage     string    // the stage as progress lines name it
-	line      int       // the step's Dockerfile line
-	started   time.Time // the step's start
+	stage     string // the stage as progress lines name it
+	line      int    // the step's Dockerfile line
 	sealed    time.Duration
 
 	// Set before done is closed.
@@ -59,7 +58,7 @@ func (st *stageState) sealAndCommit(ctx context.Context, active snapshot.Active,
 	if err != nil {
 		return err
 	}
-	p := &pendingCommit{done: make(chan struct{}), tmp: tmp, dest: tmp + "/diff", key: key, createdBy: createdBy, started: started, step: -1,
+	p := &pendingCommit{done: make(chan struct{}), dest: filepath.Join(tmp, "diff"), key: key, createdBy: createdBy, step: -1,
 		stage: st.s.cfg.Plan.Describe(st.index), line: st.line}
 	if err := active.Seal(ctx, p.dest); err != nil {
 		os.RemoveAll(tmp)
@@ -186,7 +185,7 @@ func (st *stageState) finishCommits() error {
 		if err == nil {
 			err = st.finishCommit(p)
 		}
-		os.RemoveAll(p.tmp)
+		os.RemoveAll(filepath.Dir(p.dest))
 		if err != nil {
 			errs = append(errs, err)
 			continue
