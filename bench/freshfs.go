@@ -88,6 +88,21 @@ func unmountFreshFS(dir string) error {
 	return nil
 }
 
+// clearFreshFSs unmounts and empties the run filesystems an interrupted benchmark left in
+// runsDir, which is deleted next.
+func clearFreshFSs(runsDir string) error {
+	imgs, err := filepath.Glob(filepath.Join(runsDir, "*.img"))
+	if err != nil {
+		return fmt.Errorf("listing left-over filesystem images: %w", err)
+	}
+	for _, img := range imgs {
+		if err := unmountFreshFS(strings.TrimSuffix(img, ".img")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // mountsUnder lists the mount points at or below dir, in /proc/self/mountinfo's order
 // (parents before children).
 func mountsUnder(dir string) ([]string, error) {

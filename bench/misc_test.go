@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -166,5 +167,31 @@ func TestUnescapeMountPath(t *testing.T) {
 		if got := unescapeMountPath(in); got != want {
 			t.Errorf("unescapeMountPath(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestFreshFSLeftOversCleared mounts a run filesystem, leaves it as an interrupted benchmark
+// would, and checks setup's clean-up unmounts it and empties its image. Root only, as the
+// benchmark itself (it makes loop devices).
+func TestFreshFSLeftOversCleared(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root, as the benchmark does (losetup, mount)")
+	}
+	runs := t.TempDir()
+	dir := filepath.Join(runs, "gcc-kiln-1")
+	if err := mountFreshFS(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "f"), bytes.Repeat([]byte("x"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := clearFreshFSs(runs); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := mountsUnder(runs); err != nil || len(m) != 0 {
+		t.Errorf("still mounted after clean-up: %v %v", m, err)
+	}
+	if _, err := os.Stat(dir + ".img"); !os.IsNotExist(err) {
+		t.Errorf("the image is still there: %v", err)
 	}
 }

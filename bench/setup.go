@@ -75,7 +75,7 @@ func setUp(ctx context.Context, cfg config) (machineEnv, error) {
 		return env, fmt.Errorf("creating the work directory: %w", err)
 	}
 	// Left-overs of an earlier, interrupted benchmark.
-	if err := unmountFreshFS(env.runsDir); err != nil {
+	if err := clearFreshFSs(env.runsDir); err != nil {
 		return env, err
 	}
 	for _, dir := range []string{env.runsDir, env.logsDir} {
