@@ -26,7 +26,7 @@ const (
 // blockPipe to a goroutine that compresses, so the caller reading files and the compressor
 // work at the same time.
 type BlobWriter struct {
-	raw        *hashCounter   // uncompressed side
+	raw        *hashCounter   // uncompressed side; unused without compression (compressed is the same bytes)
 	compressed *hashCounter   // what reaches the underlying writer
 	enc        io.WriteCloser // compressor writing into compressed; nil for "none"
 	pipe       *blockPipe
@@ -86,7 +86,9 @@ func (b *BlobWriter) Write(p []byte) (int, error) {
 	if b.closed {
 		return 0, fmt.Errorf("writing to a closed blob writer")
 	}
-	b.raw.Write(p) // a hash and a counter never fail
+	if b.enc != nil {
+		b.raw.Write(p) // a hash and a counter never fail
+	}
 	n, err := b.pipe.Write(p)
 	if errors.Is(err, errPipeReaderGone) {
 		<-b.done
@@ -111,11 +113,22 @@ func (b *BlobWriter) Digest() v1.Hash { return b.compressed.hash() }
 // Size is the size in bytes of the compressed blob.
 func (b *BlobWriter) Size() int64 { return b.compressed.n }
 
-// DiffID is the digest of the uncompressed layer tar (what an image config names).
-func (b *BlobWriter) DiffID() v1.Hash { return b.raw.hash() }
+// DiffID is the digest of the uncompressed layer tar (what an image config names). Without
+// compression the blob is that tar, hashed once, on the goroutine's side.
+func (b *BlobWriter) DiffID() v1.Hash {
+	if b.enc == nil {
+		return b.compressed.hash()
+	}
+	return b.raw.hash()
+}
 
 // UncompressedSize is the size in bytes of the uncompressed layer tar.
-func (b *BlobWriter) UncompressedSize() int64 { return b.raw.n }
+func (b *BlobWriter) UncompressedSize() int64 {
+	if b.enc == nil {
+		return b.compressed.n
+	}
+	return b.raw.n
+}
 
 // hashCounter passes writes to w while hashing and counting them.
 type hashCounter struct {
