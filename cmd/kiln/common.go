@@ -18,6 +18,7 @@ import (
 type commonFlags struct {
 	network, format, root, compression, sourceDateEpoch string
 	outputs, cacheFrom, cacheTo                         []string
+	disableCompression                                  bool
 	registry                                            registryFlags
 }
 
@@ -29,6 +30,8 @@ func (c *commonFlags) register(fl *pflag.FlagSet) {
 	fl.StringArrayVarP(&c.outputs, "output", "o", nil, "also write the image: type=oci,dest=DIR|FILE.tar or type=docker,dest=FILE.tar")
 	fl.StringVar(&c.root, "root", "", "store directory (default ~/.local/share/kiln)")
 	fl.StringVar(&c.compression, "compression", "gzip", "layer compression: gzip or zstd (zstd needs --format oci)")
+	fl.BoolVarP(&c.disableCompression, "disable-compression", "D", true,
+		"keep the layers of an image that only goes to the local store uncompressed; they are compressed when they leave it")
 	fl.StringVar(&c.sourceDateEpoch, "source-date-epoch", os.Getenv("SOURCE_DATE_EPOCH"), "unix time for created times and clamped file mtimes (default $SOURCE_DATE_EPOCH)")
 	c.registry.register(fl)
 }
@@ -63,6 +66,7 @@ func (c *commonFlags) apply(req *build.Request) error {
 	switch image.Compression(c.compression) {
 	case image.Gzip, image.Zstd:
 		req.Compression = image.Compression(c.compression)
+		req.DisableCompression = c.disableCompression
 	default:
 		return fmt.Errorf("--compression %s: use gzip or zstd", c.compression)
 	}

@@ -66,8 +66,13 @@ type Request struct {
 	// Registry configures how registries are reached: TLS, mirrors, credentials, retries.
 	Registry []registry.Option
 	// Fsync keeps fsync and friends working inside RUN (by default they are no-ops).
-	Fsync       bool
-	Compression image.Compression
+	Fsync bool
+	// Compression is how layers are compressed when they are. With DisableCompression
+	// (buildah's --disable-compression) the layers a build makes for an image that only goes
+	// to the local store are not: the store keeps them unpacked, and they are compressed
+	// when they leave it (a later build that pushes or exports them).
+	Compression        image.Compression
+	DisableCompression bool
 	// SourceDateEpoch, when set, fixes timestamps for reproducible images.
 	SourceDateEpoch *time.Time
 	// Secrets are the --secret values by id, for RUN --mount=type=secret.
@@ -124,6 +129,14 @@ type StageError struct {
 func (e *StageError) Error() string { return e.Err.Error() }
 func (e *StageError) Unwrap() error { return e.Err }
 
+// storeOnly reports whether the image goes nowhere but the local store: no push, no --output,
+// no --cache-to, and no SOURCE_DATE_EPOCH, whose clamped times a layer kept unpacked cannot
+// keep.
+func storeOnly(req Request) bool {
+	refs, _ := pushDestinations(req)
+	return len(refs) == 0 && len(req.Outputs) == 0 && len(req.CacheTo) == 0 && req.SourceDateEpoch == nil
+}
+
 // Build runs the build req describes.
 func Build(ctx context.Context, req Request) (*Result, error) {
 	if req.Progress == nil {
@@ -140,6 +153,10 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	if _, err := image.LayerMediaType(req.Format, req.Compression); err != nil {
 		return nil, err
+	}
+	compression := req.Compression
+	if req.DisableCompression && storeOnly(req) {
+		compression = image.Uncompressed
 	}
 	in, err := loadInputs(req)
 	if err != nil {
@@ -211,7 +228,7 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		Platform:        req.Platform,
 		Network:         req.Network,
 		NoSync:          !req.Fsync,
-		Compression:     req.Compression,
+		Compression:     compression,
 		SourceDateEpoch: req.SourceDateEpoch,
 		SquashOwners:    req.SquashOwners,
 		Secrets:         req.Secrets,

@@ -56,8 +56,8 @@ func exportCaches(ctx context.Context, req Request, reg *registry.Client, st *st
 			byKey[s.Key] = s.CachedStep
 		}
 		layer := func(step store.CachedStep) (v1.Layer, error) {
-			if st.HasBlob(step.Layer.Digest) {
-				return &image.Layer{Path: st.BlobPath(step.Layer.Digest), Desc: *step.Layer, Diff: *step.DiffID}, nil
+			if l := image.StoredLayer(st, *step.Layer, *step.DiffID); l.Dir != "" || st.HasBlob(step.Layer.Digest) {
+				return l, nil
 			}
 			for _, src := range srcs {
 				if l, err := src.Layer(ctx, step); err == nil {

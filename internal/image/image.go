@@ -66,9 +66,34 @@ func (a *assembled) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 	return nil, fmt.Errorf("image has no layer %s", h)
 }
 
-// StoredLayers describes the layers of img whose blobs are at blobPath(digest): the base layers
-// of a build, after the store has pulled them.
-func StoredLayers(img v1.Image, blobPath func(v1.Hash) string) ([]*Layer, error) {
+// Locator finds layers in the store: their blobs, and their directories where unpacked.
+type Locator interface {
+	BlobPath(v1.Hash) string
+	HasBlob(v1.Hash) bool
+	LayerDir(diffID v1.Hash) (string, bool)
+}
+
+// StoredLayer describes a layer of the store: its blob, or, for an uncompressed layer the
+// store keeps only unpacked (no blob, digest = diffID), its directory, from which the blob is
+// written again when read.
+func StoredLayer(st Locator, desc v1.Descriptor, diffID v1.Hash) *Layer {
+	l := &Layer{Path: st.BlobPath(desc.Digest), Desc: desc, Diff: diffID}
+	if IsUncompressed(desc.MediaType) && desc.Digest == diffID && !st.HasBlob(desc.Digest) {
+		if dir, ok := st.LayerDir(diffID); ok {
+			l.Dir = dir
+		}
+	}
+	return l
+}
+
+// IsUncompressed reports whether mt is the media type of an uncompressed layer tar.
+func IsUncompressed(mt types.MediaType) bool {
+	return mt == types.OCIUncompressedLayer || mt == types.DockerUncompressedLayer
+}
+
+// StoredLayers describes the layers of img, which are in the store (StoredLayer): the base
+// layers of a build, after the store has pulled them.
+func StoredLayers(img v1.Image, st Locator) ([]*Layer, error) {
 	m, err := img.Manifest()
 	if err != nil {
 		return nil, fmt.Errorf("reading manifest: %w", err)
@@ -82,7 +107,7 @@ func StoredLayers(img v1.Image, blobPath func(v1.Hash) string) ([]*Layer, error)
 	}
 	layers := make([]*Layer, len(m.Layers))
 	for i, d := range m.Layers {
-		layers[i] = &Layer{Path: blobPath(d.Digest), Desc: v1.Descriptor{MediaType: d.MediaType, Size: d.Size, Digest: d.Digest}, Diff: cfg.RootFS.DiffIDs[i]}
+		layers[i] = StoredLayer(st, v1.Descriptor{MediaType: d.MediaType, Size: d.Size, Digest: d.Digest}, cfg.RootFS.DiffIDs[i])
 	}
 	return layers, nil
 }

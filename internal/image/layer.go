@@ -5,6 +5,9 @@
 package image
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -13,13 +16,21 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/kiln-build/kiln/internal/archive"
 )
 
-// Layer is a compressed layer blob stored at Path whose digests are all known, so nothing is
-// read to answer Digest, DiffID or Size. It implements v1.Layer.
+// Layer is a layer blob whose digests are all known, so nothing is read to answer Digest,
+// DiffID or Size. The blob is stored at Path, or, for an uncompressed layer that was never
+// stored as a blob, written again from the layer's directory Dir whenever it is read. It
+// implements v1.Layer.
 type Layer struct {
-	// Path is the compressed blob on disk.
+	// Path is the blob on disk.
 	Path string
+	// Dir, when set, is the layer unpacked in overlay format, and there is no blob at Path:
+	// the blob is the uncompressed tar archive.WriteDiff writes of Dir, checked against Diff
+	// as it is read.
+	Dir string
 	// Desc is the blob's digest, size and media type.
 	Desc v1.Descriptor
 	// Diff is the digest of the uncompressed tar (the config's diff_id).
@@ -42,6 +53,9 @@ func (l *Layer) MediaType() (types.MediaType, error) { return l.Desc.MediaType, 
 
 // Compressed opens the blob.
 func (l *Layer) Compressed() (io.ReadCloser, error) {
+	if l.Dir != "" {
+		return l.regenerate(), nil
+	}
 	f, err := os.Open(l.Path)
 	if err != nil {
 		return nil, fmt.Errorf("opening layer %s: %w", l.Desc.Digest, err)
@@ -75,6 +89,24 @@ func (l *Layer) Uncompressed() (io.ReadCloser, error) {
 	}
 }
 
+// regenerate writes the layer's tar again from its directory, through a pipe, and fails the
+// read that reaches its end when the tar's digest is not the layer's diffID: the directory
+// changed since the layer was made, and no registry or archive may get a blob that does not
+// match its descriptor.
+func (l *Layer) regenerate() io.ReadCloser {
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		h := sha256.New()
+		err := archive.WriteDiff(ctx, io.MultiWriter(pw, h), l.Dir, archive.WriteOptions{})
+		if got := (v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}); err == nil && got != l.Diff {
+			err = fmt.Errorf("layer %s: its directory %s now archives as %s: it changed after the layer was made", l.Diff, l.Dir, got)
+		}
+		pw.CloseWithError(err)
+	}()
+	return &closers{Reader: pr, close: func() error { cancel(); return pr.Close() }}
+}
+
 type closers struct {
 	io.Reader
 	close func() error
@@ -85,10 +117,13 @@ func (c *closers) Close() error { return c.close() }
 // Compression names a layer compression.
 type Compression string
 
-// The layer compressions kiln writes.
+// The layer compressions kiln writes. Uncompressed layers are not stored as blobs: the store
+// keeps them unpacked, and their blob is written again from the directory when it is read
+// (Layer.Dir).
 const (
-	Gzip Compression = "gzip"
-	Zstd Compression = "zstd"
+	Gzip         Compression = "gzip"
+	Zstd         Compression = "zstd"
+	Uncompressed Compression = "none"
 )
 
 // Format is the manifest format of an image: OCI or Docker schema 2.
@@ -116,10 +151,14 @@ func LayerMediaType(f Format, c Compression) (types.MediaType, error) {
 	switch {
 	case f == Docker && c == Gzip:
 		return types.DockerLayer, nil
+	case f == Docker && c == Uncompressed:
+		return types.DockerUncompressedLayer, nil
 	case f == Docker:
 		return "", fmt.Errorf("docker format images cannot hold %s layers: use --format oci", c)
 	case c == Zstd:
 		return types.OCILayerZStd, nil
+	case c == Uncompressed:
+		return types.OCIUncompressedLayer, nil
 	default:
 		return types.OCILayer, nil
 	}

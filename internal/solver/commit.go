@@ -100,12 +100,15 @@ func (p *pendingCommit) write(ctx context.Context, s *Solver) {
 		return
 	}
 	start := time.Now()
-	p.result, p.err = s.writeLayer(ctx, p.dest)
+	p.result, p.err = s.writeLayer(ctx, p.dest, s.cfg.SourceDateEpoch)
 	p.took = time.Since(start)
 	switch {
 	case p.err != nil:
 	case p.result == nil:
 		s.out.printf("%s %s: no changes, no layer\n", p.stage, p.name(s.cfg.Plan.File))
+	case p.result.Dir != "":
+		s.out.printf("%s %s: layer %s (%s, kept unpacked, uncompressed), hashed in %s\n", p.stage, p.name(s.cfg.Plan.File),
+			p.result.Desc.Digest.Hex[:12], humanBytes(p.result.Desc.Size), p.took.Round(time.Millisecond))
 	default:
 		s.out.printf("%s %s: layer %s (%s), written in %s\n", p.stage, p.name(s.cfg.Plan.File), p.result.Desc.Digest.Hex[:12],
 			humanBytes(p.result.Desc.Size), p.took.Round(time.Millisecond))
@@ -124,8 +127,12 @@ func (p *pendingCommit) name(file string) string {
 }
 
 // writeLayer writes the layer directory dir as a compressed blob into the store while hashing
-// it. It returns nil when the layer has no entries.
-func (s *Solver) writeLayer(ctx context.Context, dir string) (*image.Layer, error) {
+// it, its times clamped to epoch when set. It returns nil when the layer has no entries. Uncompressed layers are only hashed: the
+// store keeps them unpacked, and the layer names dir until finishCommit moves it.
+func (s *Solver) writeLayer(ctx context.Context, dir string, epoch *time.Time) (*image.Layer, error) {
+	if s.cfg.Compression == image.Uncompressed {
+		return s.hashLayer(ctx, dir)
+	}
 	pr, pw := io.Pipe()
 	type written struct {
 		digest v1.Hash
@@ -144,7 +151,7 @@ func (s *Solver) writeLayer(ctx context.Context, dir string) (*image.Layer, erro
 		<-done
 		return nil, err
 	}
-	err = archive.WriteDiff(ctx, bw, dir, archive.WriteOptions{SourceDateEpoch: s.cfg.SourceDateEpoch})
+	err = archive.WriteDiff(ctx, bw, dir, archive.WriteOptions{SourceDateEpoch: epoch})
 	if cerr := bw.Close(); err == nil {
 		err = cerr
 	}
@@ -168,6 +175,62 @@ func (s *Solver) writeLayer(ctx context.Context, dir string) (*image.Layer, erro
 		Desc: v1.Descriptor{MediaType: types.MediaType(mt), Size: w.size, Digest: w.digest},
 		Diff: bw.DiffID(),
 	}, nil
+}
+
+// hashLayer is writeLayer for an uncompressed layer: the tar of dir is hashed, not stored.
+func (s *Solver) hashLayer(ctx context.Context, dir string) (*image.Layer, error) {
+	if s.cfg.SourceDateEpoch != nil {
+		// The blob is written again from dir when read, without the clamped times.
+		return nil, errors.New("committing layer: uncompressed layers cannot have SOURCE_DATE_EPOCH's clamped times; compress them")
+	}
+	bw, err := archive.NewBlobWriter(io.Discard, archive.None)
+	if err != nil {
+		return nil, err
+	}
+	err = archive.WriteDiff(ctx, bw, dir, archive.WriteOptions{})
+	if cerr := bw.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("committing layer: %w", err)
+	}
+	if bw.UncompressedSize() <= emptyTarSize {
+		return nil, nil
+	}
+	return &image.Layer{
+		Path: s.cfg.Store.BlobPath(bw.DiffID()),
+		Dir:  dir,
+		Desc: v1.Descriptor{MediaType: types.OCIUncompressedLayer, Size: bw.UncompressedSize(), Digest: bw.DiffID()},
+		Diff: bw.DiffID(),
+	}, nil
+}
+
+// compressKept compresses, as the build's compression, the layers among layers that the store
+// keeps only unpacked (made by builds whose image stayed in the store), and replaces them in
+// place. It returns the new layer of each diffID it compressed.
+func (s *Solver) compressKept(ctx context.Context, layers []*image.Layer) (map[v1.Hash]*image.Layer, error) {
+	done := map[v1.Hash]*image.Layer{}
+	for i, l := range layers {
+		if l.Dir == "" {
+			continue
+		}
+		if c, ok := done[l.Diff]; ok {
+			layers[i] = c
+			continue
+		}
+		start := time.Now()
+		c, err := s.writeLayer(ctx, l.Dir, nil) // kept layers were made without SOURCE_DATE_EPOCH
+		if err == nil && (c == nil || c.Diff != l.Diff) {
+			err = fmt.Errorf("its directory %s no longer archives as the layer", l.Dir)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("compressing layer %s: %w", l.Diff, err)
+		}
+		s.out.printf("compressed layer %s (%s), kept unpacked by an earlier build: %s (%s) in %s\n", l.Diff.Hex[:12],
+			humanBytes(l.Desc.Size), c.Desc.Digest.Hex[:12], humanBytes(c.Desc.Size), time.Since(start).Round(time.Millisecond))
+		done[l.Diff], layers[i] = c, c
+	}
+	return done, nil
 }
 
 // finishCommits waits for the stage's layers to be written, moves their directories into the
@@ -217,6 +280,9 @@ func (st *stageState) finishCommit(p *pendingCommit) error {
 			return err
 		}
 		step.Layer, step.DiffID = &p.result.Desc, &p.result.Diff
+		if p.result.Dir != "" {
+			p.result.Dir = dir
+		}
 		st.mu.Lock()
 		*st.layers[p.layer] = *p.result
 		st.dirs[p.layer] = dir

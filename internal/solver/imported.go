@@ -166,7 +166,7 @@ func (st *stageState) rootfs(ctx context.Context) ([]string, error) {
 
 // storedLayer is a pending layer whose blob is in the store.
 func (s *Solver) storedLayer(desc v1.Descriptor, diffID v1.Hash) pendingLayer {
-	l := &image.Layer{Path: s.cfg.Store.BlobPath(desc.Digest), Desc: desc, Diff: diffID}
+	l := image.StoredLayer(s.cfg.Store, desc, diffID)
 	return pendingLayer{where: "the store", open: func(context.Context) (v1.Layer, error) { return l, nil }}
 }
 

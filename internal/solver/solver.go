@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -145,7 +146,7 @@ func (s *Solver) Solve(ctx context.Context) (*Result, error) {
 	if err := st.fetchBlobs(ctx); err != nil {
 		return nil, err
 	}
-	res := &Result{Config: st.finalConfig(), Layers: st.layers, Steps: st.steps, RunTime: time.Duration(s.runTime.Load())}
+	res := &Result{Config: st.finalConfig(), Layers: slices.Clone(st.layers), Steps: slices.Clone(st.steps), RunTime: time.Duration(s.runTime.Load())}
 	s.mu.Lock()
 	res.Timings = slices.Clone(s.timings)
 	s.mu.Unlock()
@@ -158,7 +159,46 @@ func (s *Solver) Solve(ctx context.Context) (*Result, error) {
 			}
 		}
 	}
+	if s.cfg.Compression != image.Uncompressed {
+		if err := s.compressResult(ctx, res); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
+}
+
+// compressResult compresses the layers of res that earlier builds left uncompressed, kept
+// unpacked in the store, since this build's image leaves the store (or its cache does). The
+// steps that made them are recorded again with the compressed layer, so later builds reuse it.
+func (s *Solver) compressResult(ctx context.Context, res *Result) error {
+	compressed, err := s.compressKept(ctx, res.Layers)
+	if err != nil {
+		return err
+	}
+	for _, steps := range [][]Step{res.AllSteps, res.Steps} {
+		for i, step := range steps {
+			if step.Layer == nil || !image.IsUncompressed(step.Layer.MediaType) {
+				continue
+			}
+			c, ok := compressed[*step.DiffID]
+			if !ok {
+				l := []*image.Layer{image.StoredLayer(s.cfg.Store, *step.Layer, *step.DiffID)}
+				more, err := s.compressKept(ctx, l)
+				if err != nil {
+					return err
+				}
+				maps.Copy(compressed, more)
+				if c, ok = compressed[*step.DiffID]; !ok {
+					continue // a blob the store has, not a layer kept unpacked
+				}
+			}
+			steps[i].Layer = &c.Desc
+			if err := s.cfg.Store.RecordStep(step.Key, steps[i].CachedStep); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // waitStage waits for stage i (which the caller depends on) and returns its final state.

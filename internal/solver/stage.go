@@ -145,7 +145,7 @@ func (s *Solver) platform(stage *frontend.Stage) string {
 // stored describes the layers of img, whose blobs are in the store, with their directories
 // where they are unpacked already; the others are pending, unpacked when a step needs them.
 func (s *Solver) stored(img v1.Image) ([]*image.Layer, []string, *v1.ConfigFile, error) {
-	layers, err := image.StoredLayers(img, s.cfg.Store.BlobPath)
+	layers, err := image.StoredLayers(img, s.cfg.Store)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -171,7 +171,7 @@ func (s *Solver) unpack(ctx context.Context, img v1.Image) ([]*image.Layer, []st
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	layers, err := image.StoredLayers(img, s.cfg.Store.BlobPath)
+	layers, err := image.StoredLayers(img, s.cfg.Store)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -255,7 +255,7 @@ func (st *stageState) reuse(createdBy, key string) bool {
 		return true
 	}
 	st.mu.Lock()
-	st.layers = append(st.layers, &image.Layer{Path: st.s.cfg.Store.BlobPath(step.Layer.Digest), Desc: *step.Layer, Diff: *step.DiffID})
+	st.layers = append(st.layers, image.StoredLayer(st.s.cfg.Store, *step.Layer, *step.DiffID))
 	st.dirs = append(st.dirs, dir)
 	st.mu.Unlock()
 	st.s.out.printf("%s --> cached, layer %s\n", st.s.cfg.Plan.Describe(st.index), step.Layer.Digest.Hex[:12])

@@ -10,6 +10,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // ImageInfo describes one local image, for listings.
@@ -17,7 +18,7 @@ type ImageInfo struct {
 	Names   []string  // full local names; empty for a dangling image
 	Digest  v1.Hash   // manifest digest
 	Created time.Time // from the image config
-	Size    int64     // manifest, config and compressed layers, in bytes
+	Size    int64     // manifest, config and layers as the manifest gives them (kept layers uncompressed), in bytes
 }
 
 // SaveImage stores img: the blobs the store lacks (layers, config, then
@@ -103,6 +104,11 @@ func (s *Store) writeImageBlobs(ctx context.Context, img v1.Image) (v1.Descripto
 		if s.HasBlob(ld) {
 			continue
 		}
+		if kept, err := s.keptUnpacked(l, ld); err != nil {
+			return v1.Descriptor{}, fmt.Errorf("saving image %s: %w", digest, err)
+		} else if kept {
+			continue
+		}
 		if err := s.fetchBlob(ctx, l, ld); err != nil {
 			return v1.Descriptor{}, fmt.Errorf("saving image %s: %w", digest, err)
 		}
@@ -131,6 +137,33 @@ func (s *Store) writeImageBlobs(ctx context.Context, img v1.Image) (v1.Descripto
 		return v1.Descriptor{}, fmt.Errorf("saving image %s: %w", digest, err)
 	}
 	return v1.Descriptor{MediaType: mt, Size: size, Digest: digest}, nil
+}
+
+// keptUnpacked reports whether l, whose blob digest is ld, is an uncompressed layer the store
+// keeps only unpacked, in layers/<hex of its diffID>: a layer a build made for an image that
+// stays here. Its blob (the uncompressed tar) is not stored; the OCI image layout allows blobs
+// to be fulfilled elsewhere, and kiln writes it again from the directory when the image leaves
+// the store.
+func (s *Store) keptUnpacked(l v1.Layer, ld v1.Hash) (bool, error) {
+	mt, err := l.MediaType()
+	if err != nil {
+		return false, err
+	}
+	diffID, err := l.DiffID()
+	if err != nil {
+		return false, err
+	}
+	return s.kept(mt, ld, diffID), nil
+}
+
+// kept reports whether a layer of media type mt, blob digest and diffID is one the store keeps
+// only unpacked: uncompressed, so that its blob is its tar, and unpacked in layers/.
+func (s *Store) kept(mt types.MediaType, digest, diffID v1.Hash) bool {
+	if mt != types.OCIUncompressedLayer && mt != types.DockerUncompressedLayer || digest != diffID {
+		return false
+	}
+	_, ok := s.LayerDir(diffID)
+	return ok
 }
 
 // Image returns the local image called name (normalised with

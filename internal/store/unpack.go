@@ -11,6 +11,7 @@ import (
 	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
@@ -117,6 +118,8 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, opts archive.Extrac
 	switch {
 	case unpacked && s.HasBlob(digest):
 		return dir, nil
+	case unpacked && s.kept(mediaType(l), digest, diffID):
+		return dir, nil // its blob is the directory's tar
 	case unpacked:
 		if err := s.fetchBlob(ctx, l, digest); err != nil {
 			return "", err
@@ -127,6 +130,12 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, opts archive.Extrac
 		return "", err
 	}
 	return dir, nil
+}
+
+// mediaType is l's media type, "" when it cannot say.
+func mediaType(l v1.Layer) types.MediaType {
+	mt, _ := l.MediaType()
+	return mt
 }
 
 // fetchBlob stores the compressed blob of l, verified against digest.
