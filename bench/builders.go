@@ -145,7 +145,8 @@ func (h *harness) buildArgv(b builder, w workload, rd runDir, buildArgs, extra [
 	if b.kiln {
 		argv = []string{h.env.kilnBin, "build", "--root", rd.store, "--metadata-file", rd.metadata, "-t", tag(w)}
 		if c := h.cfg.kilnCompression; c != "" {
-			argv = append(argv, "--compression", c)
+			// Compress in the build even though the image stays in the store.
+			argv = append(argv, "--compression", c, "--disable-compression=false")
 		}
 	} else {
 		argv = []string{"buildah", "--root", rd.store, "--runroot", rd.runRoot, "--storage-driver", b.driver,
@@ -229,15 +230,24 @@ func (h *harness) build(ctx context.Context, b builder, w workload, rd runDir, l
 	return res
 }
 
-// imageOf returns the image a successful build left, as an OCI layout:
-// kiln's store is one; buildah's image is pushed into rd.oci first (not
-// timed).
+// imageOf returns the image a successful build left, with its layers compressed, as an OCI
+// layout in rd.oci (not timed). Both builders keep the layers of an image that stays in their
+// store uncompressed, so each writes it out as a push would: buildah pushes it to the layout;
+// kiln builds it again, every step from its cache, with --output (kiln's store is the layout
+// when the build compressed its layers, with -kiln-compression).
 func (h *harness) imageOf(ctx context.Context, b builder, w workload, rd runDir, res buildResult) (layoutImage, error) {
-	if b.kiln {
+	if b.kiln && h.cfg.kilnCompression != "" {
 		return readLayoutImage(rd.store, res.digest, "localhost/"+tag(w)+":latest")
 	}
 	if err := os.RemoveAll(rd.oci); err != nil {
 		return layoutImage{}, fmt.Errorf("clearing %s: %w", rd.oci, err)
+	}
+	if b.kiln {
+		out := h.build(ctx, b, w, rd, "export", h.aptArgs(w), []string{"--output", "type=oci,dest=" + rd.oci})
+		if out.err != nil {
+			return layoutImage{}, fmt.Errorf("writing kiln's image to an OCI layout: %w", out.err)
+		}
+		return readLayoutImage(rd.oci, "", "latest")
 	}
 	argv := []string{"buildah", "--root", rd.store, "--runroot", rd.runRoot, "--storage-driver", b.driver,
 		"push", "--quiet", "localhost/" + tag(w) + ":latest", "oci:" + rd.oci + ":latest"}

@@ -50,7 +50,8 @@ type config struct {
 	freshFS bool
 	// warm builds each apt workload once, untimed, before the timed runs.
 	warm bool
-	// kilnCompression is kiln's --compression, "" for its default (gzip).
+	// kilnCompression is kiln's --compression, with --disable-compression=false; "" for its
+	// default (no compression of an image that stays in the store).
 	kilnCompression string
 	cmdLine         string
 	// render only re-renders RESULTS.md and results.png from outDir/results.json.
@@ -92,7 +93,7 @@ func parseFlags(args []string) (config, error) {
 	keep := fs.Bool("keep", false, "keep each run's store and context under -workdir (for debugging; uses a lot of disk)")
 	freshFS := fs.Bool("fresh-fs", true, "give each run a new ext4 filesystem (a sparse image on a loop device under -workdir), so no run creates files among the last run's just-deleted ones")
 	warm := fs.Bool("warm", true, "build each apt workload once, untimed, to fill apt-cacher-ng before timing (-warm=false when it is full already: large's warm-up builds take about 15 minutes)")
-	kilnCompression := fs.String("kiln-compression", "", "kiln's --compression (gzip, zstd); empty for its default, gzip")
+	kilnCompression := fs.String("kiln-compression", "", "make kiln compress layers in the build, with --compression gzip or zstd and --disable-compression=false; empty for its default: layers of an image that stays in the store are not compressed")
 	render := fs.Bool("render", false, "only re-render RESULTS.md and results.png from the results.json in -out")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err

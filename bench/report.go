@@ -291,11 +291,12 @@ func writeHeader(b *strings.Builder, m meta) {
 	fmt.Fprintf(b, "Written by the benchmark harness (`bench/`) from its own measurements; rerun it to refresh them.\n\n")
 	fmt.Fprintf(b, "- **Date:** %s\n", m.Date)
 	fmt.Fprintf(b, "- **Machine:** %d cores (%s), %s RAM, kernel %s\n", m.Cores, m.CPU, formatBytes(m.MemoryBytes), m.Kernel)
-	compression := "gzip, its default"
+	compression := "layers of the image, which stays in the store, kept uncompressed (its default, as buildah's); " +
+		"compressed after the build, untimed, to measure image sizes"
 	if m.KilnCompression != "" {
-		compression = "`--compression " + m.KilnCompression + "`"
+		compression = "layers compressed in the build, `--compression " + m.KilnCompression + " --disable-compression=false`"
 	}
-	fmt.Fprintf(b, "- **kiln:** commit %s; layers compressed with %s\n", m.KilnCommit, compression)
+	fmt.Fprintf(b, "- **kiln:** commit %s; %s\n", m.KilnCommit, compression)
 	fmt.Fprintf(b, "- **buildah:** %s\n", m.BuildahVersion)
 	fmt.Fprintf(b, "- **Command:** `%s`\n", m.CommandLine)
 	fmt.Fprintf(b, "- **Runs:** %d per workload and builder, builders alternating within each run (%s), all as user `%s`\n\n",
@@ -343,7 +344,8 @@ func writeKilnOverhead(b *strings.Builder, g grouped, all []measurement) {
 		"it includes pulling the base image into the empty store, which the `pull-*` rows measure alone (median of kiln's runs). " +
 		"The floor is the time standard tools take to archive and compress the layers the build added, over kiln's unpacked " +
 		"layer directories: `tar -cf - -C LAYER . | zstd -T0 -1 > /dev/null`, and the same with `pigz` (default level, as kiln's gzip). " +
-		"Commits are the part of the overhead that does what the floor does: each step's diff written as a compressed blob " +
+		"Commits are the part of the overhead that does what the floor does: each step's diff archived and hashed, and written as " +
+		"a compressed blob when the build compresses (-kiln-compression) " +
 		"(`steps[].commitSeconds` of `--metadata-file`); the last step's is listed alone because on `files-500k` that step " +
 		"touches one file over 500k (target: under 1 s). Rebuild rows have no floor.\n\n")
 	b.WriteString(times + "\n")

@@ -27,7 +27,8 @@ type meta struct {
 	WorkDir        string   `json:"workDir"`
 	// FreshFS says each run had a new filesystem of its own (-fresh-fs).
 	FreshFS bool `json:"freshFS,omitempty"`
-	// KilnCompression is kiln's --compression, "" for its default (gzip).
+	// KilnCompression is kiln's --compression when the build compressed its layers, "" for
+	// kiln's default (an image that stays in the store is not compressed).
 	KilnCompression string `json:"kilnCompression,omitempty"`
 }
 
