@@ -87,7 +87,7 @@ func parseFlags(args []string) (config, error) {
 	out := fs.String("out", "bench", "directory for RESULTS.md, results.png and results.json (relative to the repository root)")
 	user := fs.String("user", "kiln-sub", "unprivileged user the builders run as (created with subuid ranges if missing)")
 	workDir := fs.String("workdir", "/var/tmp/kiln-bench", "scratch directory for stores, contexts and logs (on a filesystem where overlayfs works)")
-	kilnBin := fs.String("kiln", "bin/kiln", "kiln binary, relative to the repository root (built with `make build` when missing)")
+	kilnBin := fs.String("kiln", "bin/kiln", "kiln binary, relative to the repository root (the default, bin/kiln, is built with `make build` first)")
 	aptProxy := fs.String("apt-proxy", "http://127.0.0.1:3142", "apt proxy passed to both builders as --build-arg http_proxy")
 	timeout := fs.Duration("timeout", 3*time.Hour, "limit for one build")
 	keep := fs.Bool("keep", false, "keep each run's store and context under -workdir (for debugging; uses a lot of disk)")
