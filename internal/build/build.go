@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -218,25 +219,26 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		lazy: len(imported) > 0, extract: archive.ExtractOptions{SquashOwners: req.SquashOwners, Warnings: req.Progress}}
 	solveStart := time.Now()
 	res, err := solver.New(solver.Config{
-		Plan:            plan,
-		Store:           st,
-		Snapshotter:     snap,
-		Bases:           bases,
-		Context:         req.ContextDir,
-		Excludes:        in.excludes,
-		BuildArgs:       req.BuildArgs,
-		Platform:        req.Platform,
-		Network:         req.Network,
-		NoSync:          !req.Fsync,
-		Compression:     compression,
-		SourceDateEpoch: req.SourceDateEpoch,
-		SquashOwners:    req.SquashOwners,
-		Secrets:         req.Secrets,
-		NoCache:         req.NoCache,
-		NoCacheFilter:   req.NoCacheFilter,
-		CacheFrom:       cacheSources(imported),
-		Progress:        req.Progress,
-		Warnings:        req.Progress,
+		Plan:             plan,
+		Store:            st,
+		Snapshotter:      snap,
+		Bases:            bases,
+		Context:          req.ContextDir,
+		Excludes:         in.excludes,
+		BuildArgs:        req.BuildArgs,
+		Platform:         req.Platform,
+		Network:          req.Network,
+		NoSync:           !req.Fsync,
+		Compression:      compression,
+		SourceDateEpoch:  req.SourceDateEpoch,
+		SquashOwners:     req.SquashOwners,
+		Secrets:          req.Secrets,
+		NoCache:          req.NoCache,
+		NoCacheFilter:    req.NoCacheFilter,
+		CacheFrom:        cacheSources(imported),
+		CompressAllSteps: slices.ContainsFunc(req.CacheTo, func(c cache.Spec) bool { return c.Mode == cache.Max }),
+		Progress:         req.Progress,
+		Warnings:         req.Progress,
 	}).Solve(ctx)
 	if err != nil {
 		return nil, err

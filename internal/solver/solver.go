@@ -55,8 +55,12 @@ type Config struct {
 	NoCacheFilter []string
 	// CacheFrom are imported caches, looked up in order after the store.
 	CacheFrom []CacheSource
-	// Compression of the layers kiln writes.
-	Compression image.Compression
+	// Compression of the layers kiln writes. Unless it is Uncompressed, the layers of the
+	// result that earlier builds kept unpacked are compressed too: those of the target's image
+	// and its steps, and with CompressAllSteps those of every stage's steps (what a
+	// --cache-to with mode=max exports).
+	Compression      image.Compression
+	CompressAllSteps bool
 	// SourceDateEpoch, when set, fixes created times and clamps file mtimes.
 	SourceDateEpoch *time.Time
 	// SquashOwners is set when only one id is mapped: base layers are unpacked with owners 0:0.
@@ -168,14 +172,19 @@ func (s *Solver) Solve(ctx context.Context) (*Result, error) {
 }
 
 // compressResult compresses the layers of res that earlier builds left uncompressed, kept
-// unpacked in the store, since this build's image leaves the store (or its cache does). The
-// steps that made them are recorded again with the compressed layer, so later builds reuse it.
+// unpacked in the store, since this build's image leaves the store (or its cache does): the
+// image's, its steps', and every stage's steps' with CompressAllSteps. The steps that made them
+// are recorded again with the compressed layer, so later builds reuse it.
 func (s *Solver) compressResult(ctx context.Context, res *Result) error {
 	compressed, err := s.compressKept(ctx, res.Layers)
 	if err != nil {
 		return err
 	}
-	for _, steps := range [][]Step{res.AllSteps, res.Steps} {
+	all := [][]Step{res.Steps}
+	if s.cfg.CompressAllSteps {
+		all = append(all, res.AllSteps)
+	}
+	for _, steps := range all {
 		for i, step := range steps {
 			if step.Layer == nil || !image.IsUncompressed(step.Layer.MediaType) {
 				continue
