@@ -495,9 +495,12 @@ func writeMethod(b *strings.Builder, freshFS bool) {
   the builder's own processes are those of the tree whose /proc/PID/exe is the builder's binary (kiln re-executes itself for
   its sandboxes, buildah for chroot isolation), so the programs RUN steps start (apt, gcc) are left out.
 - **Disk** is what du reports for the store after the build: allocated blocks, each hard-linked inode once. kiln's store holds the
-  compressed layer blobs and the unpacked layers; buildah's holds its layers (overlay: one diff per layer; vfs: a full copy per layer).
-- **Image size** sums the image's layer blobs, base layer included: kiln's as stored (gzip), buildah's as ` + "`buildah push`" + ` writes them
-  to an OCI layout (gzip), outside the timed build; uncompressed is the sum of the decompressed layer tars.
+  pulled base layer's compressed blob and every layer unpacked (the layers it built have no blob: it keeps them unpacked,
+  uncompressed, until they leave the store); buildah's holds its layers (overlay: one diff per layer; vfs: a full copy per layer).
+- **Image size** sums the image's layer blobs, base layer included, once each builder has written its image out compressed,
+  outside the timed build: buildah with ` + "`buildah push`" + ` to an OCI layout, kiln with a second build, every step from its
+  cache, with ` + "`--output type=oci`" + ` (gzip both; with -kiln-compression, kiln's store as the build left it); uncompressed is
+  the sum of the decompressed layer tars.
 - **rebuild-warm**: a cold build of ` + "`gcc`" + `, then ` + "`hello.c`" + ` changes and the timed rebuild runs in the same store (COPY and the
   compile step run again). **rebuild-registry**: an untimed build exports its cache to 127.0.0.1:5000 (kiln: ` +
 		"`--cache-to type=registry,ref=127.0.0.1:5000/bench/cache-gcc,mode=max`" + `; buildah: ` + "`--layers --cache-to 127.0.0.1:5000/bench/buildah-cache`" + `),
