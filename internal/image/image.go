@@ -66,23 +66,18 @@ func (a *assembled) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 	return nil, fmt.Errorf("image has no layer %s", h)
 }
 
-// Locator finds layers in the store: their blobs, and their directories where unpacked.
+// Locator finds layers in the store: their blobs, and the directories of the layers it keeps
+// only unpacked.
 type Locator interface {
 	BlobPath(v1.Hash) string
-	HasBlob(v1.Hash) bool
-	LayerDir(diffID v1.Hash) (string, bool)
+	KeptLayer(mt types.MediaType, digest, diffID v1.Hash) (string, bool)
 }
 
 // StoredLayer describes a layer of the store: its blob, or, for an uncompressed layer the
-// store keeps only unpacked (no blob, digest = diffID), its directory, from which the blob is
-// written again when read.
+// store keeps only unpacked, its directory, from which the blob is written again when read.
 func StoredLayer(st Locator, desc v1.Descriptor, diffID v1.Hash) *Layer {
 	l := &Layer{Path: st.BlobPath(desc.Digest), Desc: desc, Diff: diffID}
-	if IsUncompressed(desc.MediaType) && desc.Digest == diffID && !st.HasBlob(desc.Digest) {
-		if dir, ok := st.LayerDir(diffID); ok {
-			l.Dir = dir
-		}
-	}
+	l.Dir, _ = st.KeptLayer(desc.MediaType, desc.Digest, diffID)
 	return l
 }
 

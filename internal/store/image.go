@@ -104,9 +104,9 @@ func (s *Store) writeImageBlobs(ctx context.Context, img v1.Image) (v1.Descripto
 		if s.HasBlob(ld) {
 			continue
 		}
-		if kept, err := s.keptUnpacked(l, ld); err != nil {
-			return v1.Descriptor{}, fmt.Errorf("saving image %s: %w", digest, err)
-		} else if kept {
+		// A layer the store keeps only unpacked has no blob to store: the OCI image layout
+		// allows blobs to be fulfilled elsewhere, here by layers/ (KeptLayer).
+		if s.isKept(l, ld) {
 			continue
 		}
 		if err := s.fetchBlob(ctx, l, ld); err != nil {
@@ -139,31 +139,14 @@ func (s *Store) writeImageBlobs(ctx context.Context, img v1.Image) (v1.Descripto
 	return v1.Descriptor{MediaType: mt, Size: size, Digest: digest}, nil
 }
 
-// keptUnpacked reports whether l, whose blob digest is ld, is an uncompressed layer the store
-// keeps only unpacked, in layers/<hex of its diffID>: a layer a build made for an image that
-// stays here. Its blob (the uncompressed tar) is not stored; the OCI image layout allows blobs
-// to be fulfilled elsewhere, and kiln writes it again from the directory when the image leaves
-// the store.
-func (s *Store) keptUnpacked(l v1.Layer, ld v1.Hash) (bool, error) {
-	mt, err := l.MediaType()
-	if err != nil {
-		return false, err
+// KeptLayer returns the directory of a layer the store keeps only unpacked: an uncompressed
+// layer (media type mt) named by its diffID, with no blob, unpacked in layers/. Its blob is the
+// directory's tar (image.Layer.Dir).
+func (s *Store) KeptLayer(mt types.MediaType, digest, diffID v1.Hash) (string, bool) {
+	if mt != types.OCIUncompressedLayer && mt != types.DockerUncompressedLayer || digest != diffID || s.HasBlob(digest) {
+		return "", false
 	}
-	diffID, err := l.DiffID()
-	if err != nil {
-		return false, err
-	}
-	return s.kept(mt, ld, diffID), nil
-}
-
-// kept reports whether a layer of media type mt, blob digest and diffID is one the store keeps
-// only unpacked: uncompressed, so that its blob is its tar, and unpacked in layers/.
-func (s *Store) kept(mt types.MediaType, digest, diffID v1.Hash) bool {
-	if mt != types.OCIUncompressedLayer && mt != types.DockerUncompressedLayer || digest != diffID {
-		return false
-	}
-	_, ok := s.LayerDir(diffID)
-	return ok
+	return s.LayerDir(diffID)
 }
 
 // Image returns the local image called name (normalised with

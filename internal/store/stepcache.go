@@ -26,7 +26,7 @@ func (s *Store) stepPath(key string) string {
 
 // CachedStep returns the step recorded under key when the store still holds its layer's blob
 // (its unpacked directory may be gone, or not made yet: it is unpacked when needed), or the
-// layer's directory for a layer it keeps only unpacked (see keptUnpacked).
+// layer's directory for a layer it keeps only unpacked (KeptLayer).
 func (s *Store) CachedStep(key string) (CachedStep, bool) {
 	data, err := os.ReadFile(s.stepPath(key))
 	if err != nil {
@@ -39,7 +39,10 @@ func (s *Store) CachedStep(key string) (CachedStep, bool) {
 	if step.Layer == nil {
 		return step, true
 	}
-	if step.DiffID == nil || !s.HasBlob(step.Layer.Digest) && !s.kept(step.Layer.MediaType, step.Layer.Digest, *step.DiffID) {
+	if step.DiffID == nil {
+		return CachedStep{}, false
+	}
+	if _, kept := s.KeptLayer(step.Layer.MediaType, step.Layer.Digest, *step.DiffID); !kept && !s.HasBlob(step.Layer.Digest) {
 		return CachedStep{}, false
 	}
 	return step, true

@@ -118,7 +118,7 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, opts archive.Extrac
 	switch {
 	case unpacked && s.HasBlob(digest):
 		return dir, nil
-	case unpacked && s.kept(mediaType(l), digest, diffID):
+	case unpacked && s.isKept(l, digest):
 		return dir, nil // its blob is the directory's tar
 	case unpacked:
 		if err := s.fetchBlob(ctx, l, digest); err != nil {
@@ -132,10 +132,20 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, opts archive.Extrac
 	return dir, nil
 }
 
-// mediaType is l's media type, "" when it cannot say.
-func mediaType(l v1.Layer) types.MediaType {
-	mt, _ := l.MediaType()
-	return mt
+// isKept reports whether l, of blob digest digest, is a layer the store keeps only unpacked
+// (KeptLayer). Its diffID is only asked for when its media type says it may be: a layer of an
+// OCI layout computes it by decompressing its blob.
+func (s *Store) isKept(l v1.Layer, digest v1.Hash) bool {
+	mt, err := l.MediaType()
+	if err != nil || mt != types.OCIUncompressedLayer && mt != types.DockerUncompressedLayer {
+		return false
+	}
+	diffID, err := l.DiffID()
+	if err != nil {
+		return false
+	}
+	_, kept := s.KeptLayer(mt, digest, diffID)
+	return kept
 }
 
 // fetchBlob stores the compressed blob of l, verified against digest.
