@@ -127,11 +127,25 @@ func (p *pendingCommit) name(file string) string {
 }
 
 // writeLayer writes the layer directory dir as a compressed blob into the store while hashing
-// it, its times clamped to epoch when set. It returns nil when the layer has no entries. Uncompressed layers are only hashed: the
-// store keeps them unpacked, and the layer names dir until finishCommit moves it.
+// it, its times clamped to epoch when set. It returns nil when the layer has no entries.
+// Uncompressed layers are only hashed: the store keeps them unpacked, and the layer names dir
+// until finishCommit moves it.
 func (s *Solver) writeLayer(ctx context.Context, dir string, epoch *time.Time) (*image.Layer, error) {
 	if s.cfg.Compression == image.Uncompressed {
-		return s.hashLayer(ctx, dir)
+		if epoch != nil {
+			// The blob is written again from dir when read, without the clamped times.
+			return nil, errors.New("committing layer: uncompressed layers cannot have SOURCE_DATE_EPOCH's clamped times; compress them")
+		}
+		bw, err := archiveLayer(ctx, io.Discard, dir, archive.None, nil)
+		if err != nil || bw.UncompressedSize() <= emptyTarSize {
+			return nil, err
+		}
+		return &image.Layer{
+			Path: s.cfg.Store.BlobPath(bw.DiffID()),
+			Dir:  dir,
+			Desc: v1.Descriptor{MediaType: types.OCIUncompressedLayer, Size: bw.UncompressedSize(), Digest: bw.DiffID()},
+			Diff: bw.DiffID(),
+		}, nil
 	}
 	pr, pw := io.Pipe()
 	type written struct {
@@ -145,20 +159,11 @@ func (s *Solver) writeLayer(ctx context.Context, dir string, epoch *time.Time) (
 		pr.CloseWithError(err)
 		done <- written{d, n, err}
 	}()
-	bw, err := archive.NewBlobWriter(pw, string(s.cfg.Compression))
-	if err != nil {
-		pw.CloseWithError(err)
-		<-done
-		return nil, err
-	}
-	err = archive.WriteDiff(ctx, bw, dir, archive.WriteOptions{SourceDateEpoch: epoch})
-	if cerr := bw.Close(); err == nil {
-		err = cerr
-	}
+	bw, err := archiveLayer(ctx, pw, dir, string(s.cfg.Compression), epoch)
 	pw.CloseWithError(err)
 	w := <-done
 	if err != nil {
-		return nil, fmt.Errorf("committing layer: %w", err)
+		return nil, err
 	}
 	if w.err != nil {
 		return nil, fmt.Errorf("storing layer blob: %w", w.err)
@@ -177,45 +182,30 @@ func (s *Solver) writeLayer(ctx context.Context, dir string, epoch *time.Time) (
 	}, nil
 }
 
-// hashLayer is writeLayer for an uncompressed layer: the tar of dir is hashed, not stored.
-func (s *Solver) hashLayer(ctx context.Context, dir string) (*image.Layer, error) {
-	if s.cfg.SourceDateEpoch != nil {
-		// The blob is written again from dir when read, without the clamped times.
-		return nil, errors.New("committing layer: uncompressed layers cannot have SOURCE_DATE_EPOCH's clamped times; compress them")
-	}
-	bw, err := archive.NewBlobWriter(io.Discard, archive.None)
+// archiveLayer writes dir as a layer tar, compressed as compression says, into w, and returns
+// the closed BlobWriter that hashed it.
+func archiveLayer(ctx context.Context, w io.Writer, dir, compression string, epoch *time.Time) (*archive.BlobWriter, error) {
+	bw, err := archive.NewBlobWriter(w, compression)
 	if err != nil {
 		return nil, err
 	}
-	err = archive.WriteDiff(ctx, bw, dir, archive.WriteOptions{})
+	err = archive.WriteDiff(ctx, bw, dir, archive.WriteOptions{SourceDateEpoch: epoch})
 	if cerr := bw.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return nil, fmt.Errorf("committing layer: %w", err)
 	}
-	if bw.UncompressedSize() <= emptyTarSize {
-		return nil, nil
-	}
-	return &image.Layer{
-		Path: s.cfg.Store.BlobPath(bw.DiffID()),
-		Dir:  dir,
-		Desc: v1.Descriptor{MediaType: types.OCIUncompressedLayer, Size: bw.UncompressedSize(), Digest: bw.DiffID()},
-		Diff: bw.DiffID(),
-	}, nil
+	return bw, nil
 }
 
 // compressKept compresses, as the build's compression, the layers among layers that the store
-// keeps only unpacked (made by builds whose image stayed in the store), and replaces them in
-// place. It returns the new layer of each diffID it compressed.
+// keeps only unpacked (made by builds whose image stayed in the store). It returns the
+// compressed layer of each of their diffIDs.
 func (s *Solver) compressKept(ctx context.Context, layers []*image.Layer) (map[v1.Hash]*image.Layer, error) {
 	done := map[v1.Hash]*image.Layer{}
-	for i, l := range layers {
-		if l.Dir == "" {
-			continue
-		}
-		if c, ok := done[l.Diff]; ok {
-			layers[i] = c
+	for _, l := range layers {
+		if _, ok := done[l.Diff]; ok || l.Dir == "" {
 			continue
 		}
 		start := time.Now()
@@ -228,7 +218,7 @@ func (s *Solver) compressKept(ctx context.Context, layers []*image.Layer) (map[v
 		}
 		s.out.printf("compressed layer %s (%s), kept unpacked by an earlier build: %s (%s) in %s\n", l.Diff.Hex[:12],
 			humanBytes(l.Desc.Size), c.Desc.Digest.Hex[:12], humanBytes(c.Desc.Size), time.Since(start).Round(time.Millisecond))
-		done[l.Diff], layers[i] = c, c
+		done[l.Diff] = c
 	}
 	return done, nil
 }

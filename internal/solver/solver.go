@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -176,30 +175,35 @@ func (s *Solver) Solve(ctx context.Context) (*Result, error) {
 // image's, its steps', and every stage's steps' with CompressAllSteps. The steps that made them
 // are recorded again with the compressed layer, so later builds reuse it.
 func (s *Solver) compressResult(ctx context.Context, res *Result) error {
-	compressed, err := s.compressKept(ctx, res.Layers)
+	stepSets := [][]Step{res.Steps}
+	if s.cfg.CompressAllSteps {
+		stepSets = append(stepSets, res.AllSteps)
+	}
+	kept := slices.Clone(res.Layers)
+	for _, steps := range stepSets {
+		for _, step := range steps {
+			if step.Layer != nil && image.IsUncompressed(step.Layer.MediaType) {
+				kept = append(kept, image.StoredLayer(s.cfg.Store, *step.Layer, *step.DiffID))
+			}
+		}
+	}
+	compressed, err := s.compressKept(ctx, kept)
 	if err != nil {
 		return err
 	}
-	all := [][]Step{res.Steps}
-	if s.cfg.CompressAllSteps {
-		all = append(all, res.AllSteps)
+	for i, l := range res.Layers {
+		if c, ok := compressed[l.Diff]; ok && l.Dir != "" {
+			res.Layers[i] = c
+		}
 	}
-	for _, steps := range all {
+	for _, steps := range stepSets {
 		for i, step := range steps {
 			if step.Layer == nil || !image.IsUncompressed(step.Layer.MediaType) {
 				continue
 			}
 			c, ok := compressed[*step.DiffID]
 			if !ok {
-				l := []*image.Layer{image.StoredLayer(s.cfg.Store, *step.Layer, *step.DiffID)}
-				more, err := s.compressKept(ctx, l)
-				if err != nil {
-					return err
-				}
-				maps.Copy(compressed, more)
-				if c, ok = compressed[*step.DiffID]; !ok {
-					continue // a blob the store has, not a layer kept unpacked
-				}
+				continue // a blob the store has, not a layer kept unpacked
 			}
 			steps[i].Layer = &c.Desc
 			if err := s.cfg.Store.RecordStep(step.Key, steps[i].CachedStep); err != nil {
