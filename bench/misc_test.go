@@ -175,7 +175,7 @@ func TestUnescapeMountPath(t *testing.T) {
 // benchmark itself (it makes loop devices).
 func TestFreshFSLeftOversCleared(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root, as the benchmark does (losetup, mount)")
+		t.Skip("needs root, as the benchmark does (losetup, mount): run `sudo go test ./bench`, as make test does under .ci/run")
 	}
 	runs := t.TempDir()
 	dir := filepath.Join(runs, "gcc-kiln-1")

@@ -110,38 +110,41 @@ CMD ["cat", "/one", "/d/link"]
 	}
 }
 
-// TestChangedKeptLayerIsNotExported changes a layer the store keeps unpacked after the build
-// that made it: an export of the image must fail and say so, not write a blob whose content
-// does not match its digest.
+// TestChangedKeptLayerIsNotExported changes, as each user's store, a layer the store keeps
+// unpacked after the build that made it: an export of the image must fail and say so, not
+// write a blob whose content does not match its digest.
 func TestChangedKeptLayerIsNotExported(t *testing.T) {
 	needKiln(t)
 	needRegistry(t)
 	needRoot(t)
-	dir := userDir(t, Root, "ctx")
 	dockerfile := "FROM " + registryAddr + "/busybox:latest\nRUN echo original > /file\n"
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	stdout, stderr, err := runKiln(t, Root, "build", dir)
-	if err != nil {
-		t.Fatalf("kiln build: %v\n%s", err, tail(stderr, 20))
-	}
-	store := storeDir(t, Root)
-	m, _ := storeImage(t, store, strings.TrimSpace(stdout))
-	kept := filepath.Join(store, "layers", m.Layers[len(m.Layers)-1].Digest.Hex, "file")
-	if err := os.WriteFile(kept, []byte("tampered\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	layout := filepath.Join(userDir(t, Root, "out"), "oci")
-	_, stderr, err = runKiln(t, Root, "build", "--output", "type=oci,dest="+layout, dir)
-	if err == nil {
-		t.Fatalf("exporting an image whose kept layer changed succeeded\n%s", tail(stderr, 20))
-	}
-	if !strings.Contains(stderr, "no longer archives as the layer") {
-		t.Errorf("the error does not say the layer changed:\n%s", tail(stderr, 20))
-	}
-	if _, err := os.Stat(filepath.Join(layout, "index.json")); err == nil {
-		t.Errorf("an image was written to %s", layout)
+	for _, u := range allUsers {
+		t.Run(string(u), func(t *testing.T) {
+			dir := userDir(t, u, "ctx")
+			if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, err := runKiln(t, u, "build", dir)
+			if err != nil {
+				t.Fatalf("kiln build: %v\n%s", err, tail(stderr, 20))
+			}
+			m, _ := storeImage(t, storeDir(t, u), strings.TrimSpace(stdout))
+			kept := filepath.Join(storeDir(t, u), "layers", m.Layers[len(m.Layers)-1].Digest.Hex, "file")
+			if err := os.WriteFile(kept, []byte("tampered\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			layout := filepath.Join(userDir(t, u, "out"), "oci")
+			_, stderr, err = runKiln(t, u, "build", "--output", "type=oci,dest="+layout, dir)
+			if err == nil {
+				t.Fatalf("exporting an image whose kept layer changed succeeded\n%s", tail(stderr, 20))
+			}
+			if !strings.Contains(stderr, "no longer archives as the layer") {
+				t.Errorf("the error does not say the layer changed:\n%s", tail(stderr, 20))
+			}
+			if _, err := os.Stat(filepath.Join(layout, "index.json")); err == nil {
+				t.Errorf("an image was written to %s", layout)
+			}
+		})
 	}
 }
 
