@@ -192,10 +192,6 @@ func (s *Store) extractLayer(ctx context.Context, l v1.Layer, digest, diffID v1.
 	if err != nil {
 		return fmt.Errorf("unpacking layer %s: %w", digest, err)
 	}
-	// Read what follows the compressed stream, so the digest covers it all.
-	if _, err := io.Copy(io.Discard, in); err != nil {
-		return fmt.Errorf("unpacking layer %s: reading: %w", digest, err)
-	}
 	if got := (v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(compressedHash.Sum(nil))}); got != digest {
 		return fmt.Errorf("unpacking layer %s: digest mismatch: content is %s", digest, got)
 	}
@@ -232,14 +228,18 @@ func (s *Store) openCompressed(l v1.Layer, digest v1.Hash) (io.ReadCloser, *blob
 }
 
 // decompressAndExtract detects the compression of r (gzip, zstd or none), extracts the tar
-// into dir and returns the digest of the uncompressed stream (the diffID), read to its end.
-// Reading r and decompressing run in a goroutine of their own, ahead of the extraction,
-// which hashes the tar it reads; closeSrc makes a read of r that hangs return, when
-// extraction fails.
+// into dir and returns the digest of the uncompressed stream (the diffID). r is read to its
+// end. Three goroutines share the work: one reads r (which may hash and store what it reads),
+// one decompresses, and the caller's extracts and hashes the tar. Decompression, the longest,
+// thus does nothing else. closeSrc makes a read of r that hangs return, when extraction fails.
 func decompressAndExtract(ctx context.Context, r io.Reader, closeSrc func(), dir string, opts archive.ExtractOptions) (v1.Hash, error) {
-	uncompressed := sha256.New()
+	compressed := archive.ReadAhead(func(w io.Writer) error {
+		_, err := io.Copy(w, r)
+		return err
+	}, closeSrc)
+	defer compressed.Close()
 	tarStream := archive.ReadAhead(func(w io.Writer) error {
-		br := bufio.NewReaderSize(r, 64<<10)
+		br := bufio.NewReaderSize(compressed, 64<<10)
 		magic, _ := br.Peek(4)
 		var src io.Reader = br
 		switch {
@@ -258,11 +258,17 @@ func decompressAndExtract(ctx context.Context, r io.Reader, closeSrc func(), dir
 			defer zr.Close()
 			src = zr
 		}
-		_, err := io.Copy(w, src)
-		return err
-	}, closeSrc)
+		if _, err := io.Copy(w, src); err != nil {
+			return err
+		}
+		// What follows the compressed stream is read too, so r is read to its end.
+		if _, err := io.Copy(io.Discard, br); err != nil {
+			return fmt.Errorf("reading after the compressed stream: %w", err)
+		}
+		return nil
+	}, func() { compressed.Close() })
 	defer tarStream.Close()
-	// The extracting side hashes what it reads: decompression, the longer task, runs alone.
+	uncompressed := sha256.New()
 	hashed := io.TeeReader(tarStream, uncompressed)
 	if err := archive.Extract(ctx, hashed, dir, opts); err != nil {
 		return v1.Hash{}, err
