@@ -11,6 +11,7 @@ import (
 	"sort"
 	"time"
 
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sys/unix"
 )
 
@@ -33,10 +34,16 @@ type WriteOptions struct {
 // metadata. The root directory itself is not written. Two calls on the same tree write the same
 // bytes.
 func WriteDiff(ctx context.Context, w io.Writer, dir string, opts WriteOptions) error {
+	return writeTree(ctx, w, dir, opts, prefetchBudget)
+}
+
+// writeTree is WriteDiff holding at most budget bytes of files read ahead.
+func writeTree(ctx context.Context, w io.Writer, dir string, opts WriteOptions, budget int64) error {
 	d := &differ{
-		tw:    tar.NewWriter(w),
-		opts:  opts,
-		links: make(map[inode]string),
+		tw:     tar.NewWriter(w),
+		opts:   opts,
+		links:  make(map[inode]string),
+		budget: semaphore.NewWeighted(budget),
 	}
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -57,10 +64,11 @@ type inode struct{ dev, ino uint64 }
 
 // differ holds the state of one WriteDiff call.
 type differ struct {
-	tw    *tar.Writer
-	opts  WriteOptions
-	links map[inode]string // first tar name of each multiply-linked inode
-	buf   []byte           // file content on its way to tw
+	tw     *tar.Writer
+	opts   WriteOptions
+	links  map[inode]string    // first tar name of each multiply-linked inode
+	buf    []byte              // file content on its way to tw
+	budget *semaphore.Weighted // bytes of files read ahead (prefetch.go)
 }
 
 // child is one directory entry with its lstat result and its name in the tar.
@@ -82,7 +90,9 @@ func (d *differ) walk(ctx context.Context, dirfd int, shown, rel string) error {
 	if err != nil {
 		return fmt.Errorf("reading directory %s: %w", shown, err)
 	}
-	for _, c := range children {
+	slots, stop := d.prefetch(ctx, dirfd, children)
+	defer stop()
+	for i, c := range children {
 		name := c.tarName
 		if rel != "" {
 			name = rel + "/" + c.tarName
@@ -93,7 +103,7 @@ func (d *differ) walk(ctx context.Context, dirfd int, shown, rel string) error {
 			}
 			continue
 		}
-		if err := d.entry(ctx, dirfd, c.name, name, filepath.Join(shown, c.name), &c.st); err != nil {
+		if err := d.entry(ctx, dirfd, c.name, name, filepath.Join(shown, c.name), &c.st, slots[i]); err != nil {
 			return err
 		}
 	}

@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -38,6 +40,10 @@ func buildTree(t testing.TB, dir string) (chowned bool) {
 	must(os.WriteFile(filepath.Join(dir, "usr/bin/su"), []byte("#!/bin/su\n"), 0o755))
 	must(unix.Chmod(filepath.Join(dir, "usr/bin/su"), 0o4755))
 	must(os.WriteFile(filepath.Join(dir, "usr/bin/a.txt"), bytes.Repeat([]byte("abc"), 5000), 0o644))
+	// With su, two more small files: WriteDiff reads them ahead (prefetch.go).
+	must(os.WriteFile(filepath.Join(dir, "usr/bin/b.txt"), []byte("small"), 0o640))
+	must(unix.Setxattr(filepath.Join(dir, "usr/bin/b.txt"), "user.kiln.small", []byte("s"), 0))
+	must(os.WriteFile(filepath.Join(dir, "usr/bin/empty"), nil, 0o600))
 	must(os.Link(filepath.Join(dir, "usr/bin/a.txt"), filepath.Join(dir, "usr/bin/z-link")))
 	must(os.Symlink("../no/such", filepath.Join(dir, "usr/bin/dangling")))
 	must(os.Symlink("/usr/bin/su", filepath.Join(dir, "abs-link")))
@@ -128,6 +134,10 @@ func TestWriteDiffRoundTrip(t *testing.T) {
 			_, overlay := h.PAXRecords[paxXattrPrefix+"user.overlay.origin"]
 			return h.PAXRecords[paxXattrPrefix+"user.kiln.note"] == "v\x00binary" && !overlay && (!chowned || h.Uid == 1000 && h.Gid == 1001)
 		}},
+		{"usr/bin/b.txt", func(h *tar.Header) bool {
+			return h.Size == 5 && h.Mode == 0o640 && h.PAXRecords[paxXattrPrefix+"user.kiln.small"] == "s"
+		}},
+		{"usr/bin/empty", func(h *tar.Header) bool { return h.Typeflag == tar.TypeReg && h.Size == 0 }},
 		{"usr/bin/dangling", func(h *tar.Header) bool { return h.Typeflag == tar.TypeSymlink && h.Linkname == "../no/such" }},
 		{"fifo", func(h *tar.Header) bool { return h.Typeflag == tar.TypeFifo && h.Mode == 0o640 }},
 		{"usr/", func(h *tar.Header) bool { return h.ModTime.Equal(time.Unix(1650000000, 0)) }},
@@ -188,5 +198,47 @@ func TestWriteDiffEmptyAndMissing(t *testing.T) {
 	err := WriteDiff(context.Background(), io.Discard, filepath.Join(t.TempDir(), "nope"), WriteOptions{})
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing dir: %v", err)
+	}
+}
+
+// TestWriteDiffReadAhead checks that files read ahead of the writer give the same layer as
+// files the writer reads itself, however little memory the reading ahead may hold: none (the
+// writer reads every file), a few files' worth (some of each), or plenty.
+func TestWriteDiffReadAhead(t *testing.T) {
+	src := t.TempDir()
+	for d := range 3 {
+		dir := filepath.Join(src, fmt.Sprintf("d%d", d), "sub")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 60 {
+			for _, p := range []string{filepath.Dir(dir), dir} {
+				f := filepath.Join(p, fmt.Sprintf("f%02d", i))
+				if err := os.WriteFile(f, bytes.Repeat([]byte{byte('a' + i%26)}, i*100), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if i%7 == 0 {
+					if err := unix.Setxattr(f, "user.kiln.n", []byte(strconv.Itoa(i)), 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+		}
+	}
+	write := func(budget int64) []byte {
+		var buf bytes.Buffer
+		if err := writeTree(context.Background(), &buf, src, WriteOptions{}, budget); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	want := write(0)
+	if n := len(readHeaders(t, want)); n != 3*2+3*2*60 {
+		t.Fatalf("layer has %d entries, want %d", n, 3*2+3*2*60)
+	}
+	for _, budget := range []int64{3 << 10, prefetchBudget} {
+		if got := write(budget); !bytes.Equal(got, want) {
+			t.Errorf("budget %d: the layer differs from the one written without reading ahead:\n%s\n---\n%s", budget, listing(t, got), listing(t, want))
+		}
 	}
 }

@@ -14,8 +14,9 @@ import (
 // entry writes the header of the entry base of the directory dirfd under the tar name name
 // and, for a regular file, its content, or for a directory, its opaque marker and children.
 // Files and directories are opened once, and their xattrs read through that descriptor;
-// other entries are reached by path without following their last element.
-func (d *differ) entry(ctx context.Context, dirfd int, base, name, shown string, st *unix.Stat_t) error {
+// other entries are reached by path without following their last element. A small file may
+// have been read ahead (pre, which may be nil).
+func (d *differ) entry(ctx context.Context, dirfd int, base, name, shown string, st *unix.Stat_t, pre *prefetched) error {
 	hdr := &tar.Header{
 		Name:    name,
 		Mode:    int64(st.Mode & 0o7777),
@@ -60,18 +61,28 @@ func (d *differ) entry(ctx context.Context, dirfd int, base, name, shown string,
 		}
 		d.links[key] = name
 	}
+	var xattrs map[string]string
 	xt := pathXattrs(fdPath(dirfd, base))
-	if open != -1 {
-		fd, err := unix.Openat(dirfd, base, open, 0)
-		if err != nil {
-			return fmt.Errorf("%s: opening: %w", shown, err)
+	ahead := pre.take()
+	if ahead {
+		defer d.done(pre)
+		if pre.err != nil {
+			return fmt.Errorf("%s: %w", shown, pre.err)
 		}
-		defer unix.Close(fd)
-		xt.fd = fd
-	}
-	xattrs, err := readXattrs(xt)
-	if err != nil {
-		return fmt.Errorf("%s: %w", shown, err)
+		xattrs = pre.xattrs
+	} else {
+		if open != -1 {
+			fd, err := unix.Openat(dirfd, base, open, 0)
+			if err != nil {
+				return fmt.Errorf("%s: opening: %w", shown, err)
+			}
+			defer unix.Close(fd)
+			xt.fd = fd
+		}
+		var err error
+		if xattrs, err = readXattrs(xt); err != nil {
+			return fmt.Errorf("%s: %w", shown, err)
+		}
 	}
 	if len(xattrs) > 0 {
 		hdr.PAXRecords = make(map[string]string, len(xattrs))
@@ -83,6 +94,10 @@ func (d *differ) entry(ctx context.Context, dirfd int, base, name, shown string,
 		return err
 	}
 	switch {
+	case ahead:
+		if _, err := d.tw.Write(pre.data); err != nil {
+			return fmt.Errorf("%s: copying content: %w", shown, err)
+		}
 	case hdr.Typeflag == tar.TypeDir:
 		return d.subdir(ctx, xt.fd, shown, name)
 	case hdr.Typeflag == tar.TypeReg && hdr.Size > 0:
@@ -108,10 +123,24 @@ func (d *differ) content(fd int, hdr *tar.Header) error {
 	if d.buf == nil {
 		d.buf = make([]byte, 128<<10)
 	}
-	var n int64
-	for n < hdr.Size {
+	for n := int64(0); n < hdr.Size; {
 		want := min(int64(len(d.buf)), hdr.Size-n)
-		k, err := unix.Read(fd, d.buf[:want])
+		if err := readExactly(fd, d.buf[:want], n, hdr.Size); err != nil {
+			return err
+		}
+		if _, err := d.tw.Write(d.buf[:want]); err != nil {
+			return fmt.Errorf("copying content: %w", err)
+		}
+		n += want
+	}
+	return nil
+}
+
+// readExactly fills buf from fd, the part of a file of size bytes that starts at offset off
+// (for messages).
+func readExactly(fd int, buf []byte, off, size int64) error {
+	for n := 0; n < len(buf); {
+		k, err := unix.Read(fd, buf[n:])
 		if err == unix.EINTR {
 			continue
 		}
@@ -119,12 +148,9 @@ func (d *differ) content(fd int, hdr *tar.Header) error {
 			return fmt.Errorf("reading content: %w", err)
 		}
 		if k == 0 {
-			return fmt.Errorf("copying content: size changed from %d to %d while writing", hdr.Size, n)
+			return fmt.Errorf("copying content: size changed from %d to %d while writing", size, off+int64(n))
 		}
-		if _, err := d.tw.Write(d.buf[:k]); err != nil {
-			return fmt.Errorf("copying content: %w", err)
-		}
-		n += int64(k)
+		n += k
 	}
 	return nil
 }
