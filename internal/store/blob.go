@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 )
 
 // BlobPath returns where the blob h is (or would be) stored.
@@ -63,12 +64,18 @@ func describe(h v1.Hash) string {
 // blobWriter writes a blob to a temporary file while hashing it; commit
 // verifies and renames it into blobs/.
 type blobWriter struct {
-	s    *Store
-	f    *os.File
-	sha  hash.Hash
-	size int64
-	done bool
+	s       *Store
+	f       *os.File
+	sha     hash.Hash
+	size    int64
+	flushed int64 // bytes whose writeback has been started
+	done    bool
 }
+
+// writebackEvery is how many bytes a blobWriter lets the page cache hold before it starts
+// writing them to disk, so that the fsync of commit has only the tail left to wait for: on a
+// 65 MB layer blob, that fsync took 30-50 ms of the pull's end.
+const writebackEvery = 8 << 20
 
 func (s *Store) newBlobWriter() (*blobWriter, error) {
 	f, err := s.tempFile("blob-")
@@ -83,6 +90,11 @@ func (w *blobWriter) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.sha.Write(p[:n])
 	w.size += int64(n)
+	if w.size-w.flushed >= writebackEvery {
+		// Only a hint: an error here shows again in commit's fsync.
+		_ = unix.SyncFileRange(int(w.f.Fd()), w.flushed, w.size-w.flushed, unix.SYNC_FILE_RANGE_WRITE)
+		w.flushed = w.size
+	}
 	return n, err
 }
 

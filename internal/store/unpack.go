@@ -174,12 +174,15 @@ func (s *Store) extractLayer(ctx context.Context, l v1.Layer, digest, diffID v1.
 	if bw != nil {
 		defer bw.discard()
 	}
-	compressedHash := sha256.New()
-	var in io.Reader = io.TeeReader(contextReader{ctx, src}, compressedHash)
+	// The blob being written hashes what it is given; a stored blob is hashed here.
+	var in io.Reader = contextReader{ctx, src}
+	var compressedDigest func() string
 	if bw != nil {
-		in = io.TeeReader(in, bw)
+		in, compressedDigest = io.TeeReader(in, bw), func() string { return bw.digest().String() }
+	} else {
+		h := sha256.New()
+		in, compressedDigest = io.TeeReader(in, h), func() string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
 	}
-
 	tmp, err := s.TempDir("layer-")
 	if err != nil {
 		return err
@@ -192,7 +195,7 @@ func (s *Store) extractLayer(ctx context.Context, l v1.Layer, digest, diffID v1.
 	if err != nil {
 		return fmt.Errorf("unpacking layer %s: %w", digest, err)
 	}
-	if got := (v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(compressedHash.Sum(nil))}); got != digest {
+	if got := compressedDigest(); got != digest.String() {
 		return fmt.Errorf("unpacking layer %s: digest mismatch: content is %s", digest, got)
 	}
 	if gotDiffID != diffID {
