@@ -130,6 +130,9 @@ func statusFix(terr *transport.Error, op, host string, authenticated bool) strin
 	case http.StatusForbidden:
 		return "the account has no access to this repository for " + strings.TrimSuffix(op, "ing") + "ing"
 	case http.StatusNotFound:
+		if strings.HasPrefix(op, "downloading layer") {
+			return "the registry lists the image but lacks this layer: push the image to it again"
+		}
 		return "check the repository name and tag"
 	case http.StatusTooManyRequests:
 		return "the registry is rate-limiting; wait, log in for a higher limit, or raise --retry"

@@ -422,3 +422,55 @@ func newTestClient(t testing.TB, opts ...Option) *Client {
 	}
 	return c
 }
+
+// TestMissingLayerBlob: a registry that has an image's manifest but not one of its layers
+// fails the layer's download with the layer, the repository and the registry's error code.
+func TestMissingLayerBlob(t *testing.T) {
+	var missing atomic.Value // the path of the blob the registry pretends not to have
+	missing.Store("")
+	host := startRegistry(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodGet && r.URL.Path == missing.Load().(string) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusNotFound)
+				io.WriteString(w, `{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}`)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	img, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed(t, host+"/app:v1", img)
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := mustDigest(t, layers[0])
+	missing.Store("/v2/app/blobs/" + digest.String())
+
+	pulled, err := newTestClient(t, WithKeychain(anonymous)).Image(context.Background(), host+"/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulledLayers, err := pulled.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := pulledLayers[0].Compressed()
+	if err == nil {
+		_, err = io.Copy(io.Discard, rc)
+		rc.Close()
+	}
+	if err == nil {
+		t.Fatal("no error")
+	}
+	t.Log(err)
+	for _, w := range []string{digest.String(), host + "/app", "BLOB_UNKNOWN", "lacks this layer"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
+		}
+	}
+}

@@ -100,11 +100,13 @@ func (l *resumableLayer) Compressed() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc, err := l.Layer.Compressed()
-	if err != nil {
-		return nil, err
+	// The first request is ours too, not the embedded layer's: that one hashes the blob as
+	// well, and resumingReader already does (a third hash came from the store writing it).
+	r := &resumingReader{layer: l, digest: digest, size: size, hash: sha256.New()}
+	if r.rc, err = r.get(false); err != nil {
+		return nil, r.explain(err)
 	}
-	return &resumingReader{layer: l, digest: digest, size: size, rc: rc, hash: sha256.New()}, nil
+	return r, nil
 }
 
 // resumingReader reads a blob, reopening it at the offset reached after a transient failure.
