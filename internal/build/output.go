@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -116,10 +117,17 @@ func writeOutputs(ctx context.Context, req Request, reg *registry.Client, img v1
 
 // writeOCI writes img as an OCI image layout at dest (a directory), or a tar of one when dest
 // ends in .tar. The image's names become ref.name annotations (the tag part, as skopeo's oci:
-// transport expects).
+// transport expects). A new layout or tar is written beside dest and renamed into place when
+// complete, so a failed build leaves nothing there; an existing layout gets the image's blobs,
+// then its index entry.
 func writeOCI(img v1.Image, dest string, refs []string) error {
 	dir := dest
-	if strings.HasSuffix(dest, ".tar") {
+	_, statErr := os.Stat(dest)
+	fresh := strings.HasSuffix(dest, ".tar") || errors.Is(statErr, os.ErrNotExist)
+	if fresh {
+		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+			return err
+		}
 		tmp, err := os.MkdirTemp(filepath.Dir(dest), ".kiln-oci-")
 		if err != nil {
 			return err
@@ -142,10 +150,16 @@ func writeOCI(img v1.Image, dest string, refs []string) error {
 	if err := p.ReplaceImage(img, matchRefName(annotations), layout.WithAnnotations(annotations)); err != nil {
 		return err
 	}
-	if dir == dest {
-		return nil
+	switch {
+	case strings.HasSuffix(dest, ".tar"):
+		return tarDir(dir, dest)
+	case fresh:
+		if err := os.Chmod(dir, 0o755); err != nil {
+			return err
+		}
+		return os.Rename(dir, dest)
 	}
-	return tarDir(dir, dest)
+	return nil
 }
 
 // matchRefName matches index entries with the same ref.name, so a rebuild replaces its tag.
