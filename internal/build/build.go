@@ -199,6 +199,8 @@ func Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, fmt.Errorf("opening the store %s: %w", req.StoreRoot, err)
 	}
 	defer st.Close()
+	// Pulled layers are kept unpacked only; pushing or exporting one downloads its blob again.
+	st.SetFetcher(ctx, reg.Blob)
 	unlock, err := st.Lock(ctx)
 	if err != nil {
 		return nil, err

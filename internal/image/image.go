@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -29,6 +30,7 @@ func New(cfg *v1.ConfigFile, layers []*Layer, f Format) (v1.Image, error) {
 		cl := *l
 		cl.Desc = v1.Descriptor{MediaType: mt, Size: l.Desc.Size, Digest: l.Desc.Digest}
 		img.layers[cl.Desc.Digest] = &cl
+		img.order = append(img.order, cl.Desc.Digest)
 		manifest.Layers = append(manifest.Layers, cl.Desc)
 		c.RootFS.DiffIDs = append(c.RootFS.DiffIDs, l.Diff)
 	}
@@ -45,7 +47,11 @@ func New(cfg *v1.ConfigFile, layers []*Layer, f Format) (v1.Image, error) {
 		return nil, fmt.Errorf("encoding image manifest: %w", err)
 	}
 	img.mediaType = manifest.MediaType
-	return partial.CompressedToImage(img)
+	full, err := partial.CompressedToImage(img)
+	if err != nil {
+		return nil, err
+	}
+	return &withLayers{Image: full, a: img}, nil
 }
 
 // assembled implements partial.CompressedImageCore over raw JSON and store blobs.
@@ -53,6 +59,32 @@ type assembled struct {
 	config, manifest []byte
 	mediaType        types.MediaType
 	layers           map[v1.Hash]*Layer
+	order            []v1.Hash // the manifest's layers
+}
+
+// withLayers is an assembled image whose layers are its own *Layer values rather than
+// go-containerregistry's wrappers of them, which would hide what else a Layer says: where a
+// pulled layer's blob is to be had (SourceRepository), so that a push can mount it.
+type withLayers struct {
+	v1.Image
+	a *assembled
+}
+
+// Layers implements v1.Image.
+func (w *withLayers) Layers() ([]v1.Layer, error) {
+	out := make([]v1.Layer, len(w.a.order))
+	for i, h := range w.a.order {
+		out[i] = w.a.layers[h]
+	}
+	return out, nil
+}
+
+// LayerByDigest implements v1.Image.
+func (w *withLayers) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+	if l, ok := w.a.layers[h]; ok {
+		return l, nil
+	}
+	return w.Image.LayerByDigest(h)
 }
 
 func (a *assembled) RawConfigFile() ([]byte, error)      { return a.config, nil }
@@ -66,18 +98,27 @@ func (a *assembled) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 	return nil, fmt.Errorf("image has no layer %s", h)
 }
 
-// Locator finds layers in the store: their blobs, and the directories of the layers it keeps
-// only unpacked.
+// Locator finds layers in the store: their blobs, the directories of the layers it keeps
+// only unpacked, and the repositories of pulled layers, whose blobs it does not keep.
 type Locator interface {
 	BlobPath(v1.Hash) string
 	KeptLayer(mt types.MediaType, digest, diffID v1.Hash) (string, bool)
+	BlobSource(v1.Hash) (string, bool)
+	OpenBlob(v1.Descriptor) (io.ReadCloser, error)
 }
 
-// StoredLayer describes a layer of the store: its blob, or, for an uncompressed layer the
-// store keeps only unpacked, its directory, from which the blob is written again when read.
+// StoredLayer describes a layer of the store: its blob; or, for an uncompressed layer the
+// store keeps only unpacked, its directory, from which the blob is written again when read;
+// or, for a pulled layer, the repository its blob is downloaded from again when read.
 func StoredLayer(st Locator, desc v1.Descriptor, diffID v1.Hash) *Layer {
 	l := &Layer{Path: st.BlobPath(desc.Digest), Desc: desc, Diff: diffID}
 	l.Dir, _ = st.KeptLayer(desc.MediaType, desc.Digest, diffID)
+	if l.Dir == "" {
+		if repo, ok := st.BlobSource(desc.Digest); ok {
+			l.Source = repo
+			l.fetch = func() (io.ReadCloser, error) { return st.OpenBlob(desc) }
+		}
+	}
 	return l
 }
 

@@ -21,9 +21,9 @@ import (
 )
 
 // Layer is a layer blob whose digests are all known, so nothing is read to answer Digest,
-// DiffID or Size. The blob is stored at Path, or, for an uncompressed layer that was never
-// stored as a blob, written again from the layer's directory Dir whenever it is read. It
-// implements v1.Layer.
+// DiffID or Size. The blob is stored at Path; or, for an uncompressed layer that was never
+// stored as a blob, written again from the layer's directory Dir whenever it is read; or, for
+// a layer pulled from a registry, downloaded again from its Source. It implements v1.Layer.
 type Layer struct {
 	// Path is the blob on disk.
 	Path string
@@ -35,6 +35,10 @@ type Layer struct {
 	Desc v1.Descriptor
 	// Diff is the digest of the uncompressed tar (the config's diff_id).
 	Diff v1.Hash
+	// Source, when set, is the repository the layer was pulled from, and there is no blob at
+	// Path: fetch downloads it from there (the store keeps pulled layers unpacked only).
+	Source string
+	fetch  func() (io.ReadCloser, error)
 }
 
 var _ v1.Layer = (*Layer)(nil)
@@ -51,10 +55,17 @@ func (l *Layer) Size() (int64, error) { return l.Desc.Size, nil }
 // MediaType returns the blob's media type.
 func (l *Layer) MediaType() (types.MediaType, error) { return l.Desc.MediaType, nil }
 
+// SourceRepository returns the repository the layer's blob is to be had from, or "" when the
+// store holds it: a push to the same registry mounts it from there.
+func (l *Layer) SourceRepository() string { return l.Source }
+
 // Compressed opens the blob.
 func (l *Layer) Compressed() (io.ReadCloser, error) {
 	if l.Dir != "" {
 		return l.regenerate(), nil
+	}
+	if l.fetch != nil {
+		return l.fetch()
 	}
 	f, err := os.Open(l.Path)
 	if err != nil {

@@ -131,7 +131,7 @@ func statusFix(terr *transport.Error, op, host string, authenticated bool) strin
 		return "the account has no access to this repository for " + strings.TrimSuffix(op, "ing") + "ing"
 	case http.StatusNotFound:
 		if strings.HasPrefix(op, "downloading layer") {
-			return "the registry lists the image but lacks this layer: push the image to it again"
+			return "the registry does not hold this layer (any more)"
 		}
 		return "check the repository name and tag"
 	case http.StatusTooManyRequests:

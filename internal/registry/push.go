@@ -17,7 +17,8 @@ import (
 // are pushed to in parallel, and within one push the layers upload in parallel. Each blob
 // goes to each registry at most once: blobs the registry already holds are skipped, and the
 // second and later repositories of a registry mount the blobs from the first instead of
-// uploading them again. A manifest is written only after all its blobs, so a tag never
+// uploading them again, and the first mounts pulled layers the store keeps no blob of from
+// their repository, when it is on the same registry. A manifest is written only after all its blobs, so a tag never
 // points at a half-pushed image. A transient failure in the middle of an upload retries the
 // push, which resumes with the blobs not yet there.
 func (c *Client) Push(ctx context.Context, img v1.Image, refs ...string) error {
@@ -41,12 +42,12 @@ func (c *Client) Push(ctx context.Context, img v1.Image, refs ...string) error {
 	for _, reg := range order {
 		g.Go(func() error {
 			first := byRegistry[reg][0]
-			if err := c.pushOne(ctx, img, first); err != nil {
+			if err := c.pushOne(ctx, &mountable{Image: img, c: c, registry: reg}, first); err != nil {
 				return err
 			}
-			mountable := &mountFrom{Image: img, from: first}
+			again := &mountable{Image: img, c: c, registry: reg, from: first}
 			for _, r := range byRegistry[reg][1:] {
-				if err := c.pushOne(ctx, mountable, r); err != nil {
+				if err := c.pushOne(ctx, again, r); err != nil {
 					return err
 				}
 			}
@@ -64,33 +65,58 @@ func (c *Client) pushOne(ctx context.Context, img v1.Image, r name.Reference) er
 	return explain(err, "pushing", r.String(), r.Context().RegistryStr(), c.authenticated(r.Context()))
 }
 
-// mountFrom presents an image's layers as mountable from the repository of from, so that a
-// push to another repository of the same registry mounts them instead of uploading them.
-type mountFrom struct {
+// mountable presents an image's layers as mountable, so that a push mounts them instead of
+// uploading them: all of them from the repository from, when set (the image was pushed there,
+// on the same registry, just before); otherwise the layers the store keeps only unpacked, from
+// the repository they were pulled from, when that is on the registry pushed to. A registry
+// that refuses a mount gets the blob uploaded.
+type mountable struct {
 	v1.Image
-	from name.Reference
+	c        *Client
+	registry string
+	from     name.Reference
+}
+
+// wrap makes l mountable where it can be.
+func (m *mountable) wrap(l v1.Layer) v1.Layer {
+	if m.from != nil {
+		return &remote.MountableLayer{Layer: l, Reference: m.from}
+	}
+	s, ok := l.(interface{ SourceRepository() string })
+	if !ok || s.SourceRepository() == "" {
+		return l
+	}
+	digest, err := l.Digest()
+	if err != nil {
+		return l
+	}
+	src, err := m.c.parse(s.SourceRepository() + "@" + digest.String())
+	if err != nil || src.Context().RegistryStr() != m.registry {
+		return l
+	}
+	return &remote.MountableLayer{Layer: l, Reference: src}
 }
 
 // Layers implements v1.Image.
-func (m *mountFrom) Layers() ([]v1.Layer, error) {
+func (m *mountable) Layers() ([]v1.Layer, error) {
 	ls, err := m.Image.Layers()
 	if err != nil {
 		return nil, err
 	}
 	out := make([]v1.Layer, len(ls))
 	for i, l := range ls {
-		out[i] = &remote.MountableLayer{Layer: l, Reference: m.from}
+		out[i] = m.wrap(l)
 	}
 	return out, nil
 }
 
 // LayerByDigest implements v1.Image.
-func (m *mountFrom) LayerByDigest(h v1.Hash) (v1.Layer, error) {
+func (m *mountable) LayerByDigest(h v1.Hash) (v1.Layer, error) {
 	l, err := m.Image.LayerByDigest(h)
 	if err != nil {
 		return nil, err
 	}
-	return &remote.MountableLayer{Layer: l, Reference: m.from}, nil
+	return m.wrap(l), nil
 }
 
 // CheckPush verifies that the credentials kiln has for ref's registry may push to its

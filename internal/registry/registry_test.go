@@ -468,7 +468,7 @@ func TestMissingLayerBlob(t *testing.T) {
 		t.Fatal("no error")
 	}
 	t.Log(err)
-	for _, w := range []string{digest.String(), host + "/app", "BLOB_UNKNOWN", "lacks this layer"} {
+	for _, w := range []string{digest.String(), host + "/app", "BLOB_UNKNOWN", "does not hold this layer"} {
 		if !strings.Contains(err.Error(), w) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}

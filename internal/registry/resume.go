@@ -100,18 +100,38 @@ func (l *resumableLayer) Compressed() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The first request is ours too, not the embedded layer's: that one hashes the blob as
-	// well, and resumingReader already does (a third hash came from the store writing it).
-	r := &resumingReader{layer: l, digest: digest, size: size, hash: sha256.New()}
+	return l.img.openBlob(digest, size)
+}
+
+// SourceRepository returns the repository the layer is pulled from (store.Sourced).
+func (l *resumableLayer) SourceRepository() string { return l.img.repo.Name() }
+
+// openBlob starts the download of a blob of the image's repository. The first request is ours
+// too, not an embedded layer's: that one would hash the blob as well, and resumingReader
+// verifies everything it reads.
+func (ri *resumableImage) openBlob(digest v1.Hash, size int64) (io.ReadCloser, error) {
+	r := &resumingReader{img: ri, digest: digest, size: size, hash: sha256.New()}
+	var err error
 	if r.rc, err = r.get(false); err != nil {
 		return nil, r.explain(err)
 	}
 	return r, nil
 }
 
+// Blob downloads the blob desc from repository, verified against its digest and size, and
+// resumed after transient failures: a layer the store keeps only unpacked, wanted again.
+func (c *Client) Blob(ctx context.Context, repository string, desc v1.Descriptor) (io.ReadCloser, error) {
+	r, err := c.parse(repository + "@" + desc.Digest.String())
+	if err != nil {
+		return nil, err
+	}
+	ri := &resumableImage{c: c, ctx: ctx, repo: r.Context()}
+	return ri.openBlob(desc.Digest, desc.Size)
+}
+
 // resumingReader reads a blob, reopening it at the offset reached after a transient failure.
 type resumingReader struct {
-	layer   *resumableLayer
+	img     *resumableImage
 	digest  v1.Hash
 	size    int64
 	rc      io.ReadCloser
@@ -131,15 +151,15 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 		case err == nil || n > 0 && transient(err):
 			// Report the bytes now; a transient error comes back on the next read.
 			return n, nil
-		case !transient(err) || r.retries >= r.layer.img.c.policy.retries:
+		case !transient(err) || r.retries >= r.img.c.policy.retries:
 			if transient(err) && r.retries > 0 {
 				err = &gaveUpError{retries: r.retries, err: err}
 			}
 			return 0, r.explain(err)
 		}
-		r.layer.img.c.warnf("downloading layer %s of %s: %s; resuming at byte %d", r.digest, r.layer.img.repo, reason(err), r.off)
+		r.img.c.warnf("downloading layer %s of %s: %s; resuming at byte %d", r.digest, r.img.repo, reason(err), r.off)
 		r.rc.Close()
-		if err := sleep(r.layer.img.ctx, r.layer.img.c.policy.wait(r.retries, nil)); err != nil {
+		if err := sleep(r.img.ctx, r.img.c.policy.wait(r.retries, nil)); err != nil {
 			return 0, err
 		}
 		r.retries++
@@ -156,8 +176,8 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 
 // explain describes a download that failed for good.
 func (r *resumingReader) explain(err error) error {
-	repo := r.layer.img.repo
-	return explain(err, fmt.Sprintf("downloading layer %s (at byte %d) of", r.digest, r.off), repo.String(), repo.RegistryStr(), r.layer.img.c.authenticated(repo))
+	repo := r.img.repo
+	return explain(err, fmt.Sprintf("downloading layer %s (at byte %d) of", r.digest, r.off), repo.String(), repo.RegistryStr(), r.img.c.authenticated(repo))
 }
 
 // verify checks the whole blob against its digest and size.
@@ -187,7 +207,7 @@ func (r *resumingReader) reopen() (io.ReadCloser, error) {
 
 // get requests the blob, from r.off when ranged.
 func (r *resumingReader) get(ranged bool) (io.ReadCloser, error) {
-	ri := r.layer.img
+	ri := r.img
 	client, err := ri.blobClient()
 	if err != nil {
 		return nil, err

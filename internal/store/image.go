@@ -105,8 +105,9 @@ func (s *Store) writeImageBlobs(ctx context.Context, img v1.Image) (v1.Descripto
 			continue
 		}
 		// A layer the store keeps only unpacked has no blob to store: the OCI image layout
-		// allows blobs to be fulfilled elsewhere, here by layers/ (KeptLayer).
-		if s.isKept(l, ld) {
+		// allows blobs to be fulfilled elsewhere, here by layers/ (KeptLayer) or by the
+		// registry the layer came from (remote.go).
+		if s.isKept(l, ld) || s.hasSource(ld) {
 			continue
 		}
 		if err := s.fetchBlob(ctx, l, ld); err != nil {

@@ -24,6 +24,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -48,6 +49,10 @@ type Store struct {
 	root    string
 	session string   // this Store's directory under tmp/
 	held    *os.File // flock on session, released by Close or process exit
+
+	// fetch downloads the blobs of layers kept unpacked only (SetFetcher).
+	fetch    Fetcher
+	fetchCtx context.Context
 
 	closeOnce sync.Once
 }
@@ -92,7 +97,7 @@ func (s *Store) Close() error {
 // createLayout makes the directories and files of an empty store; existing
 // ones are left as they are.
 func (s *Store) createLayout() error {
-	for _, dir := range []string{"blobs/sha256", "layers", "snapshots", "tmp", "cache", "locks"} {
+	for _, dir := range []string{"blobs/sha256", "remote/sha256", "layers", "snapshots", "tmp", "cache", "locks"} {
 		if err := os.MkdirAll(filepath.Join(s.root, dir), 0o700); err != nil {
 			return err
 		}

@@ -58,6 +58,17 @@ type knownDiffID struct {
 // DiffID implements v1.Layer.
 func (l *knownDiffID) DiffID() (v1.Hash, error) { return l.diffID, nil }
 
+// sourceOf returns the repository l is pulled from, when it is a Sourced layer.
+func sourceOf(l v1.Layer) (string, bool) {
+	if k, ok := l.(*knownDiffID); ok {
+		l = k.Layer
+	}
+	if s, ok := l.(Sourced); ok && s.SourceRepository() != "" {
+		return s.SourceRepository(), true
+	}
+	return "", false
+}
+
 // UnpackLayers is Unpack for layers that are not (all) of one image, such as layers of an
 // imported build cache.
 func (s *Store) UnpackLayers(ctx context.Context, layers []v1.Layer, opts archive.ExtractOptions) ([]string, error) {
@@ -89,8 +100,8 @@ func (s *Store) FetchBlobs(ctx context.Context, layers []v1.Layer) error {
 			if err != nil {
 				return fmt.Errorf("fetching layer: reading digest: %w", err)
 			}
-			if s.HasBlob(digest) {
-				return nil
+			if s.HasBlob(digest) || s.hasSource(digest) {
+				return nil // stored, or unpacked with its source recorded
 			}
 			return s.fetchBlob(ctx, l, digest)
 		})
@@ -120,7 +131,12 @@ func (s *Store) unpackLayer(ctx context.Context, l v1.Layer, opts archive.Extrac
 		return dir, nil
 	case unpacked && s.isKept(l, digest):
 		return dir, nil // its blob is the directory's tar
+	case unpacked && s.hasSource(digest):
+		return dir, nil // its blob stays in the registry it came from
 	case unpacked:
+		if repo, ok := sourceOf(l); ok {
+			return dir, s.recordSource(digest, repo)
+		}
 		if err := s.fetchBlob(ctx, l, digest); err != nil {
 			return "", err
 		}
@@ -162,11 +178,13 @@ func (s *Store) fetchBlob(ctx context.Context, l v1.Layer, digest v1.Hash) error
 }
 
 // extractLayer reads the compressed layer once (from blobs/ when stored
-// there, else from l, tee'd into a new blob), decompresses it, extracts it
-// into a temporary directory while hashing both streams, and moves blob and
-// directory into place only when digest and diffID both match.
+// there, else from l, tee'd into a new blob unless l comes from a registry),
+// decompresses it, extracts it into a temporary directory while hashing both
+// streams, and moves blob and directory into place only when digest and
+// diffID both match. For a layer from a registry, it then records where the
+// blob can be had again (remote.go).
 func (s *Store) extractLayer(ctx context.Context, l v1.Layer, digest, diffID v1.Hash, opts archive.ExtractOptions) error {
-	src, bw, err := s.openCompressed(l, digest)
+	src, bw, repo, err := s.openCompressed(l, digest)
 	if err != nil {
 		return err
 	}
@@ -209,25 +227,32 @@ func (s *Store) extractLayer(ctx context.Context, l v1.Layer, digest, diffID v1.
 	if _, err := s.addLayerDirLocked(tmp, diffID); err != nil {
 		return fmt.Errorf("unpacking layer %s: %w", digest, err)
 	}
+	if repo != "" {
+		return s.recordSource(digest, repo)
+	}
 	return nil
 }
 
-// openCompressed opens the compressed layer: the stored blob when there is
-// one, else l's stream together with a blobWriter to tee it into.
-func (s *Store) openCompressed(l v1.Layer, digest v1.Hash) (io.ReadCloser, *blobWriter, error) {
+// openCompressed opens the compressed layer: the stored blob when there is one, else l's
+// stream, with a blobWriter to tee it into, or, when l comes from a registry, the repository
+// to record instead.
+func (s *Store) openCompressed(l v1.Layer, digest v1.Hash) (io.ReadCloser, *blobWriter, string, error) {
 	if f, err := os.Open(s.BlobPath(digest)); err == nil {
-		return f, nil, nil
+		return f, nil, "", nil
 	}
 	rc, err := l.Compressed()
 	if err != nil {
-		return nil, nil, fmt.Errorf("fetching layer %s: %w", digest, err)
+		return nil, nil, "", fmt.Errorf("fetching layer %s: %w", digest, err)
+	}
+	if repo, ok := sourceOf(l); ok {
+		return rc, nil, repo, nil
 	}
 	bw, err := s.newBlobWriter()
 	if err != nil {
 		rc.Close()
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	return rc, bw, nil
+	return rc, bw, "", nil
 }
 
 // decompressAndExtract detects the compression of r (gzip, zstd or none), extracts the tar
