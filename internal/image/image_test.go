@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -73,5 +74,55 @@ func TestZstdLayersNeedOCI(t *testing.T) {
 	l.Desc.MediaType = types.OCILayerZStd
 	if _, err := New(&v1.ConfigFile{}, []*Layer{l}, Docker); err == nil {
 		t.Error("New put a zstd layer into a docker-format image")
+	}
+}
+
+// pulledLocator is a store that keeps one layer without its blob, pulled from repo.
+type pulledLocator struct {
+	digest v1.Hash
+	repo   string
+	blob   []byte
+	opened int
+}
+
+func (p *pulledLocator) BlobPath(h v1.Hash) string { return filepath.Join("/nonexistent", h.Hex) }
+func (p *pulledLocator) KeptLayer(types.MediaType, v1.Hash, v1.Hash) (string, bool) {
+	return "", false
+}
+func (p *pulledLocator) BlobSource(h v1.Hash) (string, bool) { return p.repo, h == p.digest }
+func (p *pulledLocator) OpenBlob(d v1.Descriptor) (io.ReadCloser, error) {
+	p.opened++
+	return io.NopCloser(bytes.NewReader(p.blob)), nil
+}
+
+// TestPulledLayerKeepsItsSource: an image assembled from a layer the store keeps without its
+// blob hands out that layer itself, which names its repository (for a push to mount it) and
+// reads its blob through the store.
+func TestPulledLayerKeepsItsSource(t *testing.T) {
+	dir := t.TempDir()
+	l := gzipLayer(t, dir)
+	blob, err := os.ReadFile(l.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &pulledLocator{digest: l.Desc.Digest, repo: "registry.example/base", blob: blob}
+	stored := StoredLayer(st, l.Desc, l.Diff)
+	img, err := New(&v1.ConfigFile{OS: "linux", Architecture: "amd64"}, []*Layer{stored}, OCI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(img); err != nil {
+		t.Errorf("image does not validate: %v", err)
+	}
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers: %v, %v", layers, err)
+	}
+	src, ok := layers[0].(interface{ SourceRepository() string })
+	if !ok || src.SourceRepository() != st.repo {
+		t.Errorf("the image's layer does not name its repository %s", st.repo)
+	}
+	if st.opened == 0 {
+		t.Error("the layer's blob was not read through the store")
 	}
 }
