@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 
@@ -194,12 +195,12 @@ func (s *Store) extractLayer(ctx context.Context, l v1.Layer, digest, diffID v1.
 	}
 	// The blob being written hashes what it is given; a stored blob is hashed here.
 	var in io.Reader = contextReader{ctx, src}
-	var compressedDigest func() string
+	var sum hash.Hash
 	if bw != nil {
-		in, compressedDigest = io.TeeReader(in, bw), func() string { return bw.digest().String() }
+		in, sum = io.TeeReader(in, bw), bw.sha
 	} else {
-		h := sha256.New()
-		in, compressedDigest = io.TeeReader(in, h), func() string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
+		sum = sha256.New()
+		in = io.TeeReader(in, sum)
 	}
 	tmp, err := s.TempDir("layer-")
 	if err != nil {
@@ -213,7 +214,7 @@ func (s *Store) extractLayer(ctx context.Context, l v1.Layer, digest, diffID v1.
 	if err != nil {
 		return fmt.Errorf("unpacking layer %s: %w", digest, err)
 	}
-	if got := compressedDigest(); got != digest.String() {
+	if got := (v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(sum.Sum(nil))}); got != digest {
 		return fmt.Errorf("unpacking layer %s: digest mismatch: content is %s", digest, got)
 	}
 	if gotDiffID != diffID {
